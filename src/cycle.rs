@@ -1,0 +1,276 @@
+//! One sync cycle, strictly in order: read → plan → brake → push → report.
+//!
+//! The whole plan exists before the first SCIM request, so the mass-deactivation brake
+//! sees every deactivation of the cycle, and a failed Graph read never becomes a plan.
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::config::{Config, ConfigError};
+use crate::graph::{read_directory, GraphClient, GraphError};
+use crate::mapping::Mapping;
+use crate::plan::{plan, Plan, PlanOptions};
+use crate::push::{push, PushContext, PushError};
+use crate::report::{plan_lines, Summary};
+use crate::scim::ScimClient;
+use crate::state::{State, StateError};
+
+/// Exit codes (SPEC §2).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Runtime error: Graph/SCIM unreachable, auth failed, state unusable.
+    pub const RUNTIME: i32 = 1;
+    /// Usage or configuration error.
+    pub const CONFIG: i32 = 2;
+    /// Cycle completed but some objects failed.
+    pub const PARTIAL: i32 = 3;
+    /// Safety brake: nothing pushed.
+    pub const BRAKE: i32 = 4;
+}
+
+/// How this cycle runs.
+#[derive(Debug, Clone, Default)]
+pub struct CycleOptions {
+    /// Plan and print; write nothing to HERE or to the snapshot.
+    pub dry_run: bool,
+    /// Ignore stored delta links and release escrow.
+    pub full: bool,
+    /// The operator's one-time override of the brake.
+    pub allow_mass_deactivation: bool,
+}
+
+/// Why a cycle could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error("{0}")]
+    Mapping(String),
+}
+
+impl CycleError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CycleError::Config(_) | CycleError::Mapping(_) => exit::CONFIG,
+            _ => exit::RUNTIME,
+        }
+    }
+}
+
+/// Callbacks for progress display (interactive `sync`).
+pub trait Progress: Send {
+    /// Delta pages read so far.
+    fn pages(&mut self, _pages: usize) {}
+    /// Operations finished out of the plan's total.
+    fn pushed(&mut self, _done: usize, _total: usize) {}
+}
+
+/// Progress that shows nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Runs one cycle and returns its summary (errors are inside, with their exit code).
+/// Plan lines of a dry run go to `plan_out`.
+pub async fn run_cycle(
+    cfg: &Config,
+    state: &mut State,
+    opts: &CycleOptions,
+    stop: &AtomicBool,
+    plan_out: &mut dyn Write,
+    progress: &mut dyn Progress,
+) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary {
+        dry_run: opts.dry_run,
+        ..Summary::default()
+    };
+    let run_id = state.start_run(opts.dry_run).ok();
+    let result = cycle(
+        cfg,
+        state,
+        opts,
+        stop,
+        plan_out,
+        progress,
+        &mut summary,
+        run_id.unwrap_or(0),
+    )
+    .await;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(code) => summary.exit_code = code,
+        Err(e) => {
+            summary.exit_code = e.exit_code();
+            tracing::error!(error = %e, "cycle aborted");
+            summary.error = Some(e.to_string());
+        }
+    }
+    summary.log();
+    if let Some(id) = run_id {
+        let json = serde_json::to_value(&summary).unwrap_or_default();
+        if let Err(e) = state.finish_run(id, summary.exit_code, &json, summary.error.as_deref()) {
+            tracing::error!(error = %e, "cannot record the run in the state");
+        }
+    }
+    summary
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn cycle(
+    cfg: &Config,
+    state: &mut State,
+    opts: &CycleOptions,
+    stop: &AtomicBool,
+    plan_out: &mut dyn Write,
+    progress: &mut dyn Progress,
+    summary: &mut Summary,
+    run_id: i64,
+) -> Result<i32, CycleError> {
+    let mapping =
+        Mapping::from_config(&cfg.mapping).map_err(|e| CycleError::Mapping(e.to_string()))?;
+    let graph = GraphClient::new(&cfg.graph, cfg.here.timeout)?;
+    let scim = ScimClient::new(&cfg.here)?;
+    if opts.full && !opts.dry_run {
+        state.release_escrow()?;
+    }
+    let read = read_directory(
+        &graph,
+        state,
+        &mapping.user_select(&scope_attributes(cfg)),
+        &mapping.group_select(),
+        opts.full,
+        |pages| progress.pages(pages),
+    )
+    .await;
+    summary.graph_requests = graph.request_count();
+    let read = read?;
+    summary.resynced = read.resynced.iter().map(|s| s.to_string()).collect();
+    let mirror = state.load_mirror()?;
+    let snapshot = state.load_snapshot()?;
+    let held = state.held_in_escrow()?;
+    let options = PlanOptions {
+        group_members: cfg.sync.group_members,
+        delete_groups_out_of_scope: cfg.sync.delete_groups_out_of_scope,
+    };
+    let plan = plan(&mirror, &snapshot, &mapping, &held, &options);
+    drop(mirror);
+    summary.skipped = plan.skipped.len();
+    summary.held = plan.held;
+    summary.planned = plan.ops.len();
+    for s in &plan.skipped {
+        tracing::warn!(entra_id = %s.entra_id, kind = %s.kind, reason = %s.reason, "skipped: source record cannot be provisioned");
+    }
+    if opts.dry_run {
+        return Ok(print_plan(&plan, cfg, opts, plan_out, summary));
+    }
+    state.set_skipped(&plan.skipped)?;
+    if let Some(code) = brake(&plan, cfg, opts, summary) {
+        return Ok(code);
+    }
+    let ctx = PushContext {
+        client: &scim,
+        style: cfg.here.patch_style,
+        max_members_per_patch: cfg.here.max_members_per_patch,
+        max_concurrency: cfg.here.max_concurrency,
+        managed_user_paths: mapping
+            .user_paths()
+            .map(str::to_string)
+            .chain(["active".to_string()])
+            .collect(),
+        run_id,
+        stop,
+    };
+    let pushed = push(&ctx, plan.ops, &snapshot, state, summary, &mut |d, t| {
+        progress.pushed(d, t)
+    })
+    .await;
+    summary.scim_requests = scim.request_count();
+    pushed?;
+    Ok(if summary.failed > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+
+/// Graph user properties the scope filters read (they must be in `$select`).
+fn scope_attributes(cfg: &Config) -> Vec<String> {
+    cfg.sync
+        .scope_filter
+        .iter()
+        .map(|c| c.attribute.clone())
+        .collect()
+}
+
+/// The mass-deactivation brake (SPEC §1.5): `Some(4)` when the plan must not run.
+fn brake(plan: &Plan, cfg: &Config, opts: &CycleOptions, summary: &mut Summary) -> Option<i32> {
+    let (users, groups) = (plan.deactivations(), plan.group_deletions());
+    let tripped = users > cfg.sync.max_deactivations || groups > cfg.sync.max_group_deletions;
+    if !tripped {
+        return None;
+    }
+    if opts.allow_mass_deactivation {
+        tracing::warn!(
+            deactivations = users,
+            group_deletions = groups,
+            "safety brake overridden by --allow-mass-deactivation"
+        );
+        return None;
+    }
+    let message = format!(
+        "safety stop: the plan deactivates {users} users (sync.max_deactivations = {}) and deletes {groups} groups (sync.max_group_deletions = {}); nothing was pushed. Check the assignments in Entra, run `entra-here-sync sync --dry-run` to see the plan, then `entra-here-sync sync --allow-mass-deactivation` once if it is intended",
+        cfg.sync.max_deactivations, cfg.sync.max_group_deletions
+    );
+    tracing::error!(deactivations = users, group_deletions = groups, "{message}");
+    summary.count_plan(plan);
+    summary.error = Some(message);
+    Some(exit::BRAKE)
+}
+
+fn print_plan(
+    plan: &Plan,
+    cfg: &Config,
+    opts: &CycleOptions,
+    out: &mut dyn Write,
+    summary: &mut Summary,
+) -> i32 {
+    summary.count_plan(plan);
+    let mut text = String::new();
+    for line in plan_lines(plan) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "plan: {} operation(s): {} users to create, {} to update, {} to reactivate, {} to deactivate; {} groups to create, {} to update, {} to delete; {} members to add, {} to remove; {} skipped, {} waiting in escrow (dry run: nothing was written)\n",
+        plan.ops.len(),
+        summary.users_created,
+        summary.users_updated,
+        summary.users_reactivated,
+        summary.users_deactivated,
+        summary.groups_created,
+        summary.groups_updated,
+        summary.groups_deleted,
+        summary.members_added,
+        summary.members_removed,
+        plan.skipped.len(),
+        plan.held
+    ));
+    let _ = out.write_all(text.as_bytes());
+    let mut scratch = Summary::default();
+    match brake(plan, cfg, opts, &mut scratch) {
+        Some(code) => {
+            summary.error = scratch.error;
+            code
+        }
+        None => exit::OK,
+    }
+}

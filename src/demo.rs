@@ -1,0 +1,201 @@
+//! `demo`: a complete initial cycle and an incremental one against the built-in
+//! simulated Graph tenant and simulated HERE, with a temporary state file. It runs the
+//! same engine as `sync`, so it doubles as the newcomer's first command and the
+//! benchmark's driver.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde_json::json;
+
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::cycle::{exit, run_cycle, CycleOptions, Quiet};
+use crate::report::Summary;
+use crate::sim::{GraphSim, Simulator};
+use crate::state::State;
+
+/// The shape of a simulated tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantSpec {
+    pub users: usize,
+    pub groups: usize,
+    /// Direct user members per group.
+    pub members_per_group: usize,
+}
+
+/// Ids of what `populate` created.
+#[derive(Debug, Clone, Default)]
+pub struct Tenant {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// The UPN of simulated user `i`.
+pub fn upn(i: usize) -> String {
+    format!("user{i:06}@contoso.example")
+}
+
+/// Graph properties of simulated user `i` (every mapped property set).
+pub fn user_props(i: usize) -> serde_json::Value {
+    let department = ["R&D", "Sales", "Support", "Finance"][i % 4];
+    json!({
+        "displayName": format!("User {i:06}"), "givenName": format!("Given{i}"),
+        "surname": format!("Family{i}"), "mail": upn(i), "jobTitle": "Engineer",
+        "mailNickname": format!("user{i:06}"), "preferredLanguage": "en-US",
+        "department": department,
+        "employeeId": format!("{}", 100_000 + i), "businessPhones": [format!("+1 555 {:07}", i)],
+        "city": "Springfield", "country": "US", "accountEnabled": true
+    })
+}
+
+/// Fills the simulated tenant: every group assigned with `members_per_group` members
+/// spread over the first 95 % of users, every tenth user assigned directly, and the last
+/// 5 % of users not assigned at all (they must never reach HERE).
+pub fn populate(graph: &GraphSim, spec: TenantSpec) -> Tenant {
+    let users: Vec<String> = (0..spec.users).map(|i| graph.add_user(&upn(i), user_props(i))).collect();
+    let pool = (spec.users * 95 / 100).max(1).min(users.len());
+    let mut groups = Vec::new();
+    for g in 0..spec.groups {
+        let members: Vec<&str> = (0..spec.members_per_group.min(pool))
+            .map(|k| users[(g * spec.members_per_group + k) % pool].as_str())
+            .collect();
+        let gid = graph.add_group(&format!("Browser Group {g:04}"), &members);
+        graph.assign(&gid);
+        groups.push(gid);
+    }
+    for u in users.iter().take(pool).step_by(10) {
+        graph.assign(u);
+    }
+    Tenant { users, groups }
+}
+
+/// Writes a config (and its two secret files) pointing at the simulator.
+pub fn write_config(dir: &Path, sim: &Simulator, extra: &str) -> std::io::Result<PathBuf> {
+    let secret = dir.join("graph-client-secret");
+    let token = dir.join("here-scim-token");
+    write_private(&secret, &sim.graph.client_secret())?;
+    write_private(&token, &sim.scim.token())?;
+    let text = format!(
+        "[graph]\ntenant_id = {:?}\nclient_id = {:?}\nservice_principal_id = {:?}\nclient_secret_file = {:?}\nauthority_url = {:?}\ngraph_url = {:?}\n\n\
+         [here]\nbase_url = {:?}\ntoken_file = {:?}\nmax_concurrency = 16\nmax_requests_per_second = 10000\n\n\
+         [state]\npath = {:?}\n\n[log]\ntarget = \"stderr\"\nlevel = \"warn\"\n{extra}",
+        sim.graph.tenant_id(),
+        sim.graph.client_id(),
+        sim.graph.service_principal_id(),
+        secret,
+        sim.graph.base_url(),
+        sim.graph.base_url(),
+        sim.scim.base_url(),
+        token,
+        dir.join("state.db"),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{content}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// A little of everything an incremental cycle handles; returns what changed, for display.
+pub fn churn(graph: &GraphSim, tenant: &Tenant) -> Vec<String> {
+    let n = tenant.users.len();
+    let mut said = Vec::new();
+    if n < 40 || tenant.groups.is_empty() {
+        return said;
+    }
+    for i in [3, 13, 23] {
+        graph.update_user(&tenant.users[i], json!({"jobTitle": "Senior Engineer"}));
+    }
+    said.push("3 users got a new jobTitle".to_string());
+    graph.disable_user(&tenant.users[5]);
+    said.push(format!("{} was disabled", upn(5)));
+    graph.delete_user(&tenant.users[7], false);
+    said.push(format!("{} was deleted", upn(7)));
+    let newcomer = graph.add_user(&upn(n), user_props(n));
+    graph.add_member(&tenant.groups[0], &newcomer);
+    said.push(format!("{} joined {}", upn(n), "Browser Group 0000"));
+    graph.rename_group(&tenant.groups[0], "Browser Group 0000 (renamed)");
+    said.push("Browser Group 0000 was renamed".to_string());
+    said
+}
+
+/// Runs the demo; returns the exit code.
+pub async fn run(args: &DemoArgs) -> i32 {
+    match demo(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("entra-here-sync demo: {e}");
+            exit::RUNTIME
+        }
+    }
+}
+
+async fn demo(args: &DemoArgs) -> Result<i32, Box<dyn std::error::Error>> {
+    let sim = Simulator::start().await?;
+    let spec = TenantSpec {
+        users: args.users.max(1),
+        groups: args.groups,
+        members_per_group: (args.users / args.groups.max(1)).clamp(1, 50),
+    };
+    let tenant = populate(&sim.graph, spec);
+    let dir = std::env::temp_dir().join(format!("entra-here-sync-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = cycles(&sim, &tenant, &dir, args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn cycles(
+    sim: &Simulator,
+    tenant: &Tenant,
+    dir: &Path,
+    args: &DemoArgs,
+) -> Result<i32, Box<dyn std::error::Error>> {
+    let cfg = Config::load(&write_config(dir, sim, "")?)?;
+    let mut state = State::open(&cfg.state.path)?;
+    let (in_scope, _) = sim.graph.expected_scope();
+    if !args.json {
+        println!(
+            "simulated tenant: {} users ({} in scope), {} assigned groups; simulated HERE at {}",
+            tenant.users.len(),
+            in_scope.len(),
+            tenant.groups.len(),
+            sim.scim.base_url()
+        );
+    }
+    let stop = AtomicBool::new(false);
+    let opts = CycleOptions::default();
+    let first = run_cycle(&cfg, &mut state, &opts, &stop, &mut std::io::sink(), &mut Quiet).await;
+    let changes = churn(&sim.graph, tenant);
+    let second = run_cycle(&cfg, &mut state, &opts, &stop, &mut std::io::sink(), &mut Quiet).await;
+    let active = sim.scim.users().iter().filter(|u| u["active"] == json!(true)).count();
+    if args.json {
+        println!("{}", json!({"initial": first, "incremental": second, "changes": changes}));
+    } else {
+        print_cycle("initial cycle", &first);
+        println!("changes in Entra: {}", changes.join("; "));
+        print_cycle("incremental cycle", &second);
+        println!(
+            "HERE now holds {} users ({active} active) and {} groups",
+            sim.scim.users().len(),
+            sim.scim.groups().len()
+        );
+    }
+    Ok(first.exit_code.max(second.exit_code))
+}
+
+fn print_cycle(label: &str, s: &Summary) {
+    println!("{label}: {}", s.one_line());
+    if let Some(e) = &s.error {
+        println!("  error: {e}");
+    }
+}

@@ -1,0 +1,329 @@
+//! The pushed snapshot: what HERE has acknowledged, keyed by Entra object id.
+//!
+//! Every acknowledged SCIM operation is recorded by [`State::record`] in its own
+//! transaction, together with its history row and the end of any escrow entry, so a kill
+//! at any moment loses no acknowledgement and repeats nothing HERE already has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::params;
+use serde_json::Value;
+
+use super::{history::OperationLog, now, Result, State};
+use crate::mapping::Attrs;
+
+/// A user HERE knows about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapUser {
+    pub scim_id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// The last pushed mapped attributes (SCIM path → value), `active` included.
+    pub attrs: Attrs,
+    /// Entra id of the manager last pushed as the reference.
+    pub manager: Option<String>,
+}
+
+/// A group HERE knows about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapGroup {
+    pub scim_id: String,
+    pub display_name: String,
+    pub attrs: Attrs,
+    /// Entra ids of the members HERE acknowledged.
+    pub members: BTreeSet<String>,
+}
+
+/// Everything HERE has acknowledged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub users: BTreeMap<String, SnapUser>,
+    pub groups: BTreeMap<String, SnapGroup>,
+}
+
+impl Snapshot {
+    /// The SCIM id HERE gave a user, if pushed.
+    pub fn user_scim_id(&self, entra_id: &str) -> Option<&str> {
+        self.users.get(entra_id).map(|u| u.scim_id.as_str())
+    }
+}
+
+/// One acknowledged change to the snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    /// A user was created, adopted or updated; `attrs` is now what HERE holds.
+    User {
+        entra_id: String,
+        scim_id: String,
+        user_name: String,
+        active: bool,
+        attrs: Attrs,
+    },
+    /// A user's manager reference was set or cleared.
+    Manager {
+        entra_id: String,
+        manager: Option<String>,
+    },
+    /// A group was created, adopted or renamed.
+    Group {
+        entra_id: String,
+        scim_id: String,
+        display_name: String,
+        attrs: Attrs,
+    },
+    /// Members were added to a group.
+    MembersAdded { group: String, users: Vec<String> },
+    /// Members were removed from a group.
+    MembersRemoved { group: String, users: Vec<String> },
+    /// A group was deleted in HERE.
+    GroupDeleted { entra_id: String },
+}
+
+impl Ack {
+    /// The Entra id of the object this acknowledgement is about.
+    pub fn entra_id(&self) -> &str {
+        match self {
+            Ack::User { entra_id, .. }
+            | Ack::Manager { entra_id, .. }
+            | Ack::Group { entra_id, .. }
+            | Ack::GroupDeleted { entra_id } => entra_id,
+            Ack::MembersAdded { group, .. } | Ack::MembersRemoved { group, .. } => group,
+        }
+    }
+}
+
+fn attrs_json(attrs: &Attrs) -> String {
+    serde_json::to_string(attrs).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_attrs(text: &str) -> Attrs {
+    serde_json::from_str::<BTreeMap<String, Value>>(text).unwrap_or_default()
+}
+
+impl State {
+    /// Loads the whole snapshot for planning.
+    pub fn load_snapshot(&self) -> Result<Snapshot> {
+        let err = |e| self.err(e);
+        let mut snap = Snapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT entra_id, scim_id, user_name, active, attrs, manager FROM snapshot_users",
+            )
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let attrs: String = r.get(4).map_err(err)?;
+            snap.users.insert(
+                r.get(0).map_err(err)?,
+                SnapUser {
+                    scim_id: r.get(1).map_err(err)?,
+                    user_name: r.get(2).map_err(err)?,
+                    active: r.get::<_, i64>(3).map_err(err)? != 0,
+                    attrs: parse_attrs(&attrs),
+                    manager: r.get(5).map_err(err)?,
+                },
+            );
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT entra_id, scim_id, display_name, attrs FROM snapshot_groups")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let attrs: String = r.get(3).map_err(err)?;
+            snap.groups.insert(
+                r.get(0).map_err(err)?,
+                SnapGroup {
+                    scim_id: r.get(1).map_err(err)?,
+                    display_name: r.get(2).map_err(err)?,
+                    attrs: parse_attrs(&attrs),
+                    members: BTreeSet::new(),
+                },
+            );
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT group_entra_id, user_entra_id FROM snapshot_members")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let gid: String = r.get(0).map_err(err)?;
+            if let Some(g) = snap.groups.get_mut(&gid) {
+                g.members.insert(r.get(1).map_err(err)?);
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Records one acknowledged operation: snapshot, history row and escrow release, atomically.
+    pub fn record(&mut self, ack: &Ack, log: &OperationLog) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        apply_ack(&tx, ack).map_err(err)?;
+        super::history::insert_operation(&tx, log).map_err(err)?;
+        tx.execute("DELETE FROM failures WHERE entra_id = ?1", [ack.entra_id()])
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+}
+
+fn apply_ack(tx: &rusqlite::Transaction<'_>, ack: &Ack) -> rusqlite::Result<()> {
+    let t = now();
+    match ack {
+        Ack::User {
+            entra_id,
+            scim_id,
+            user_name,
+            active,
+            attrs,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO snapshot_users (entra_id, scim_id, user_name, active, attrs, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(entra_id) DO UPDATE SET scim_id = excluded.scim_id,
+                     user_name = excluded.user_name, active = excluded.active,
+                     attrs = excluded.attrs, updated_at = excluded.updated_at",
+            )?
+            .execute(params![entra_id, scim_id, user_name, *active as i64, attrs_json(attrs), t])?;
+        }
+        Ack::Manager { entra_id, manager } => {
+            tx.prepare_cached(
+                "UPDATE snapshot_users SET manager = ?2, updated_at = ?3 WHERE entra_id = ?1",
+            )?
+            .execute(params![entra_id, manager, t])?;
+        }
+        Ack::Group {
+            entra_id,
+            scim_id,
+            display_name,
+            attrs,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO snapshot_groups (entra_id, scim_id, display_name, attrs, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(entra_id) DO UPDATE SET scim_id = excluded.scim_id,
+                     display_name = excluded.display_name, attrs = excluded.attrs,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                entra_id,
+                scim_id,
+                display_name,
+                attrs_json(attrs),
+                t
+            ])?;
+        }
+        Ack::MembersAdded { group, users } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO snapshot_members (group_entra_id, user_entra_id) VALUES (?1, ?2)",
+            )?;
+            for u in users {
+                stmt.execute(params![group, u])?;
+            }
+        }
+        Ack::MembersRemoved { group, users } => {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM snapshot_members WHERE group_entra_id = ?1 AND user_entra_id = ?2",
+            )?;
+            for u in users {
+                stmt.execute(params![group, u])?;
+            }
+        }
+        Ack::GroupDeleted { entra_id } => {
+            tx.execute(
+                "DELETE FROM snapshot_groups WHERE entra_id = ?1",
+                [entra_id],
+            )?;
+            tx.execute(
+                "DELETE FROM snapshot_members WHERE group_entra_id = ?1",
+                [entra_id],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn log() -> OperationLog {
+        OperationLog {
+            run_id: None,
+            entra_id: "u1".into(),
+            kind: "user",
+            name: "a@x".into(),
+            op: "create_user".into(),
+            changes: json!({}),
+            scim_status: Some(201),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn acknowledgements_build_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        let attrs: Attrs = [("userName".to_string(), json!("a@x"))].into();
+        s.record(
+            &Ack::User {
+                entra_id: "u1".into(),
+                scim_id: "s1".into(),
+                user_name: "a@x".into(),
+                active: true,
+                attrs: attrs.clone(),
+            },
+            &log(),
+        )
+        .unwrap();
+        s.record(
+            &Ack::Manager {
+                entra_id: "u1".into(),
+                manager: Some("u9".into()),
+            },
+            &log(),
+        )
+        .unwrap();
+        s.record(
+            &Ack::Group {
+                entra_id: "g1".into(),
+                scim_id: "sg".into(),
+                display_name: "G".into(),
+                attrs: Attrs::new(),
+            },
+            &log(),
+        )
+        .unwrap();
+        s.record(
+            &Ack::MembersAdded {
+                group: "g1".into(),
+                users: vec!["u1".into(), "u2".into()],
+            },
+            &log(),
+        )
+        .unwrap();
+        s.record(
+            &Ack::MembersRemoved {
+                group: "g1".into(),
+                users: vec!["u2".into()],
+            },
+            &log(),
+        )
+        .unwrap();
+        let snap = s.load_snapshot().unwrap();
+        assert_eq!(snap.users["u1"].attrs, attrs);
+        assert_eq!(snap.users["u1"].manager.as_deref(), Some("u9"));
+        assert_eq!(snap.groups["g1"].members, ["u1".to_string()].into());
+        s.record(
+            &Ack::GroupDeleted {
+                entra_id: "g1".into(),
+            },
+            &log(),
+        )
+        .unwrap();
+        assert!(s.load_snapshot().unwrap().groups.is_empty());
+    }
+}
