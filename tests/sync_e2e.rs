@@ -21,7 +21,8 @@ fn standard_tenant(h: &Harness) -> Tenant {
     for i in 1..=30 {
         u.push(h.add_user(i));
     }
-    let ids = |r: std::ops::RangeInclusive<usize>| -> Vec<&str> { r.map(|i| u[i].as_str()).collect() };
+    let ids =
+        |r: std::ops::RangeInclusive<usize>| -> Vec<&str> { r.map(|i| u[i].as_str()).collect() };
     let mut g1_members = ids(11..=18);
     g1_members.push(&u[1]);
     let g1 = h.sim.graph.add_group("Browser Users", &g1_members);
@@ -45,8 +46,17 @@ async fn initial_sync_creates_exactly_the_scope() {
     assert_eq!(s.users_created, 25);
     assert_eq!(s.groups_created, 2);
     verify_target(&h.sim, &[]);
-    assert!(h.sim.scim.find_user(&upn(26)).is_none(), "members of an unassigned nested group stay out");
-    let lookups = h.sim.scim.request_log().iter().filter(|r| r.method == "GET" && r.query.contains_key("filter")).count();
+    assert!(
+        h.sim.scim.find_user(&upn(26)).is_none(),
+        "members of an unassigned nested group stay out"
+    );
+    let lookups = h
+        .sim
+        .scim
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "GET" && r.query.contains_key("filter"))
+        .count();
     assert_eq!(lookups, 0, "no GET before POST on an empty target");
 }
 
@@ -77,7 +87,12 @@ async fn incremental_sync_reflects_every_kind_of_change_then_goes_quiet() {
         .scim
         .users()
         .iter()
-        .map(|u| (u["userName"].as_str().unwrap().to_string(), u["id"].as_str().unwrap().to_string()))
+        .map(|u| {
+            (
+                u["userName"].as_str().unwrap().to_string(),
+                u["id"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let inactive = incremental_changes(&h, &t);
     h.sim.scim.clear_log();
@@ -87,21 +102,36 @@ async fn incremental_sync_reflects_every_kind_of_change_then_goes_quiet() {
     let inactive: Vec<&str> = inactive.iter().map(String::as_str).collect();
     verify_target(&h.sim, &inactive);
     let posts = h.user_posts();
-    assert_eq!(posts.keys().collect::<Vec<_>>(), vec![&upn(31)], "only the newcomer is POSTed");
+    assert_eq!(
+        posts.keys().collect::<Vec<_>>(),
+        vec![&upn(31)],
+        "only the newcomer is POSTed"
+    );
     for (name, id) in ids_before {
         let now = h.sim.scim.find_user(&name).expect("nobody is deleted");
         assert_eq!(now["id"], json!(id), "{name} was re-created");
     }
-    let renamed = h.sim.scim.find_group("Browser Admins (renamed)").expect("group renamed");
+    let renamed = h
+        .sim
+        .scim
+        .find_group("Browser Admins (renamed)")
+        .expect("group renamed");
     assert_eq!(renamed["externalId"], json!(t.g2));
     let u3 = h.sim.scim.find_user(&upn(3)).unwrap();
     assert_eq!(u3["title"], json!("Senior Engineer"));
-    assert_eq!(h.sim.scim.find_user(&upn(4)).unwrap()["displayName"], json!("Renamed Person"));
+    assert_eq!(
+        h.sim.scim.find_user(&upn(4)).unwrap()["displayName"],
+        json!("Renamed Person")
+    );
 
     h.sim.scim.clear_log();
     let third = h.sync().await;
     assert_eq!(third.exit_code, 0);
-    assert_eq!(h.scim_writes(), Vec::<String>::new(), "a no-change cycle writes nothing");
+    assert_eq!(
+        h.scim_writes(),
+        Vec::<String>::new(),
+        "a no-change cycle writes nothing"
+    );
     assert_eq!(third.scim_requests, 0);
     let delta_reads: Vec<_> = h
         .sim
@@ -110,7 +140,14 @@ async fn incremental_sync_reflects_every_kind_of_change_then_goes_quiet() {
         .into_iter()
         .filter(|r| r.path.ends_with("/delta"))
         .collect();
-    assert!(delta_reads.iter().rev().take(2).all(|r| r.query.contains_key("$deltatoken")), "the third cycle reads through the stored delta links");
+    assert!(
+        delta_reads
+            .iter()
+            .rev()
+            .take(2)
+            .all(|r| r.query.contains_key("$deltatoken")),
+        "the third cycle reads through the stored delta links"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +177,23 @@ async fn expired_delta_links_resync_without_duplicates_or_deactivations() {
         let h = Harness::new("").await;
         let t = standard_tenant(&h);
         assert_eq!(h.sync().await.exit_code, 0);
-        h.sim.graph.update_user(&t.u[8], json!({"jobTitle": "Architect"}));
+        h.sim
+            .graph
+            .update_user(&t.u[8], json!({"jobTitle": "Architect"}));
         h.sim.graph.expire_delta_links(how);
         h.sim.scim.clear_log();
         let s = h.sync().await;
         assert_eq!(s.exit_code, 0, "{s:?}");
         assert_eq!(s.resynced, vec!["users".to_string(), "groups".to_string()]);
-        assert_eq!((s.users_created, s.users_deactivated, s.users_updated), (0, 0, 1), "{s:?}");
-        assert!(h.user_posts().is_empty(), "no duplicate POST after a resync");
+        assert_eq!(
+            (s.users_created, s.users_deactivated, s.users_updated),
+            (0, 0, 1),
+            "{s:?}"
+        );
+        assert!(
+            h.user_posts().is_empty(),
+            "no duplicate POST after a resync"
+        );
         verify_target(&h.sim, &[]);
     }
 }
@@ -165,7 +211,11 @@ async fn existing_user_is_adopted_not_duplicated() {
     verify_target(&h.sim, &[]);
     let u1 = h.sim.scim.find_user(&upn(1)).unwrap();
     assert_eq!(u1["id"], json!(seeded), "adopted, same SCIM id");
-    assert_eq!(u1["userName"], json!(upn(1)), "userName corrected to the exact UPN");
+    assert_eq!(
+        u1["userName"],
+        json!(upn(1)),
+        "userName corrected to the exact UPN"
+    );
     assert_eq!(u1["displayName"], json!("User 000001"));
     let snap = h.state().load_snapshot().unwrap();
     assert_eq!(snap.users[&t.u[1]].scim_id, seeded);
@@ -178,7 +228,14 @@ fn demo_command_runs_both_cycles() {
         .output()
         .expect("binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("initial cycle:") && stdout.contains("incremental cycle:"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("initial cycle:") && stdout.contains("incremental cycle:"),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 failed"), "{stdout}");
 }

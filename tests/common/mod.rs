@@ -26,8 +26,13 @@ impl Harness {
     pub async fn new(extra: &str) -> Harness {
         let sim = Simulator::start().await.expect("simulator starts");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = entra_here_sync::demo::write_config(dir.path(), &sim, extra).expect("config");
-        Harness { sim, dir, config_path }
+        let config_path =
+            entra_here_sync::demo::write_config(dir.path(), &sim, extra).expect("config");
+        Harness {
+            sim,
+            dir,
+            config_path,
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -39,7 +44,15 @@ impl Harness {
         let cfg = self.config();
         let mut state = State::open(&cfg.state.path).expect("state opens");
         let stop = AtomicBool::new(false);
-        run_cycle(&cfg, &mut state, &opts, &stop, &mut std::io::sink(), &mut Quiet).await
+        run_cycle(
+            &cfg,
+            &mut state,
+            &opts,
+            &stop,
+            &mut std::io::sink(),
+            &mut Quiet,
+        )
+        .await
     }
 
     pub async fn sync(&self) -> Summary {
@@ -71,8 +84,14 @@ impl Harness {
     pub fn user_posts(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for r in self.sim.scim.request_log() {
-            if r.method == "POST" && r.resource_type.as_deref() == Some("Users") && r.status == 201 {
-                let name = r.body.as_ref().and_then(|b| b["userName"].as_str()).unwrap_or("").to_lowercase();
+            if r.method == "POST" && r.resource_type.as_deref() == Some("Users") && r.status == 201
+            {
+                let name = r
+                    .body
+                    .as_ref()
+                    .and_then(|b| b["userName"].as_str())
+                    .unwrap_or("")
+                    .to_lowercase();
                 *out.entry(name).or_insert(0) += 1;
             }
         }
@@ -88,22 +107,37 @@ pub fn verify_target(sim: &Simulator, deactivated: &[&str]) {
     let users = sim.scim.users();
     let mut by_name: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for u in &users {
-        by_name.entry(u["userName"].as_str().unwrap_or("").to_lowercase()).or_default().push(u);
+        by_name
+            .entry(u["userName"].as_str().unwrap_or("").to_lowercase())
+            .or_default()
+            .push(u);
     }
-    let dups: Vec<_> = by_name.iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k).collect();
+    let dups: Vec<_> = by_name
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
     assert!(dups.is_empty(), "duplicate SCIM users: {dups:?}");
     let mut expected_names = BTreeSet::new();
     let mut active_ids = BTreeMap::new();
     for id in &scope {
         let props = sim.graph.user(id).expect("in-scope user exists");
         let name = props["userPrincipalName"].as_str().unwrap().to_lowercase();
-        let su = by_name.get(&name).unwrap_or_else(|| panic!("in-scope user {name} missing in SCIM"))[0];
+        let su = by_name
+            .get(&name)
+            .unwrap_or_else(|| panic!("in-scope user {name} missing in SCIM"))[0];
         let enabled = props["accountEnabled"] != json!(false);
         assert_eq!(su["active"], json!(enabled), "{name} active");
-        assert_eq!(su["displayName"], props["displayName"], "{name} displayName");
+        assert_eq!(
+            su["displayName"], props["displayName"],
+            "{name} displayName"
+        );
         assert_eq!(su["title"], props["jobTitle"], "{name} title");
         assert_eq!(su["externalId"], props["mailNickname"], "{name} externalId");
-        assert_eq!(su["name"]["givenName"], props["givenName"], "{name} givenName");
+        assert_eq!(
+            su["name"]["givenName"], props["givenName"],
+            "{name} givenName"
+        );
         expected_names.insert(name);
         if enabled {
             active_ids.insert(id.clone(), su["id"].as_str().unwrap().to_string());
@@ -111,14 +145,23 @@ pub fn verify_target(sim: &Simulator, deactivated: &[&str]) {
     }
     for name in deactivated {
         let name = name.to_lowercase();
-        let su = by_name.get(&name).unwrap_or_else(|| panic!("deactivated user {name} was removed from SCIM"))[0];
+        let su = by_name
+            .get(&name)
+            .unwrap_or_else(|| panic!("deactivated user {name} was removed from SCIM"))[0];
         assert_eq!(su["active"], json!(false), "{name} must be inactive");
         expected_names.insert(name);
     }
-    let extra: Vec<_> = by_name.keys().filter(|k| !expected_names.contains(*k)).collect();
+    let extra: Vec<_> = by_name
+        .keys()
+        .filter(|k| !expected_names.contains(*k))
+        .collect();
     assert!(extra.is_empty(), "unexpected SCIM users: {extra:?}");
     let scim_groups = sim.scim.groups();
-    assert_eq!(scim_groups.len(), groups.len(), "group count: {scim_groups:?}");
+    assert_eq!(
+        scim_groups.len(),
+        groups.len(),
+        "group count: {scim_groups:?}"
+    );
     for gid in &groups {
         let g = scim_groups
             .iter()
@@ -132,7 +175,11 @@ pub fn verify_target(sim: &Simulator, deactivated: &[&str]) {
             .collect();
         let got: BTreeSet<String> = g["members"]
             .as_array()
-            .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["value"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(got, want, "members of group {}", g["displayName"]);
     }
