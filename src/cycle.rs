@@ -202,6 +202,19 @@ async fn cycle(
     })
 }
 
+/// Setting that counts consecutive quarantined cycles (the daemon backs off by it).
+pub const QUARANTINE_KEY: &str = "quarantine_level";
+
+/// Consecutive quarantined cycles so far (0 when healthy).
+pub fn quarantine_level(state: &State) -> u32 {
+    state
+        .setting(QUARANTINE_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Graph user properties the scope filters read (they must be in `$select`).
 fn scope_attributes(cfg: &Config) -> Vec<String> {
     cfg.sync

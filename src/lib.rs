@@ -15,6 +15,18 @@
 //! - [`report`], [`status`], [`logging`], [`progress`] — what operators see;
 //! - [`cli`] — the command line; [`demo`] and [`sim`] — the simulated tenant and HERE.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod cli;
 pub mod config;
 pub mod cycle;

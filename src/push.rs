@@ -34,9 +34,67 @@ pub enum PushError {
     /// HERE refused our credentials; nothing else can succeed.
     #[error(transparent)]
     Unauthorized(ScimError),
+    /// Most operations failed: HERE is unwell, so the cycle stops pushing (quarantine).
+    #[error("quarantine: {failed} of {attempted} operations failed this cycle, most with: {dominant}; pushing stopped, the schedule backs off until a cycle succeeds")]
+    Quarantined {
+        failed: usize,
+        attempted: usize,
+        dominant: String,
+    },
     /// The state could not record an acknowledgement.
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Quarantine starts when at least this many operations ran ...
+const QUARANTINE_MIN_OPERATIONS: usize = 20;
+/// ... and at least this share of them failed (Entra uses 40 %).
+const QUARANTINE_FAILURE_SHARE: f64 = 0.4;
+
+/// Failure bookkeeping of one push, for the quarantine decision.
+#[derive(Default)]
+struct Health {
+    attempted: usize,
+    failed: usize,
+    errors: HashMap<String, usize>,
+}
+
+impl Health {
+    fn observe(&mut self, result: &Result<(Ack, u16), ScimError>) {
+        self.attempted += 1;
+        if let Err(e) = result {
+            self.failed += 1;
+            let key = match e {
+                ScimError::Http {
+                    status, scim_type, ..
+                } => format!("{status} {}", scim_type.as_deref().unwrap_or(""))
+                    .trim_end()
+                    .to_string(),
+                ScimError::Transport { detail, .. } => format!("unreachable: {detail}"),
+                other => other.to_string(),
+            };
+            *self.errors.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    fn quarantined(&self) -> bool {
+        self.attempted >= QUARANTINE_MIN_OPERATIONS
+            && self.failed as f64 >= self.attempted as f64 * QUARANTINE_FAILURE_SHARE
+    }
+
+    fn verdict(&self) -> PushError {
+        let dominant = self
+            .errors
+            .iter()
+            .max_by_key(|(k, n)| (**n, std::cmp::Reverse((*k).clone())))
+            .map(|(k, n)| format!("{k} ({n}x)"))
+            .unwrap_or_default();
+        PushError::Quarantined {
+            failed: self.failed,
+            attempted: self.attempted,
+            dominant,
+        }
+    }
 }
 
 /// How a finished unit of work changes the summary.
@@ -119,6 +177,7 @@ pub async fn push(
         }
     }
     let refused = AtomicBool::new(false);
+    let mut health = Health::default();
     for (_, list) in stages {
         if ctx.stop.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
             break;
@@ -141,12 +200,19 @@ pub async fn push(
                     denial.get_or_insert_with(|| e.clone());
                     continue;
                 }
+                health.observe(&done.result);
                 record(ctx, state, summary, &mut ids, done)?;
+            }
+            if health.quarantined() {
+                refused.store(true, Ordering::Relaxed);
             }
             progress(finished, total);
         }
         if let Some(e) = denial {
             return Err(PushError::Unauthorized(e));
+        }
+        if health.quarantined() {
+            return Err(health.verdict());
         }
     }
     Ok(())
