@@ -29,8 +29,8 @@ fn standard_tenant(h: &Harness) -> Tenant {
     let g2 = h.sim.graph.add_group("Browser Admins", &ids(19..=25));
     let g3 = h.sim.graph.add_group("Not Assigned", &ids(26..=30));
     h.sim.graph.add_member(&g1, &g3);
-    for i in 1..=10 {
-        h.sim.graph.assign(&u[i]);
+    for id in &u[1..=10] {
+        h.sim.graph.assign(id);
     }
     h.sim.graph.assign(&g1);
     h.sim.graph.assign(&g2);
