@@ -179,9 +179,25 @@ impl Mapping {
     /// The default mapping with the operator's overrides applied.
     pub fn from_config(cfg: &MappingConfig) -> Result<Mapping, MappingError> {
         let mut m = Mapping::default();
-        apply_overrides(&mut m.user, &cfg.user, "user", USER_PROPERTIES)?;
-        apply_overrides(&mut m.group, &cfg.group, "group", GROUP_PROPERTIES)?;
-        if let Some(v) = cfg.user.get(MANAGER_PATH) {
+        apply_overrides(
+            &mut m.user,
+            &cfg.user,
+            "user",
+            USER_PROPERTIES,
+            USER_RESERVED,
+        )?;
+        apply_overrides(
+            &mut m.group,
+            &cfg.group,
+            "group",
+            GROUP_PROPERTIES,
+            GROUP_RESERVED,
+        )?;
+        let manager = cfg
+            .user
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(MANAGER_PATH));
+        if let Some((_, v)) = manager {
             m.manager = v.as_bool() != Some(false);
         }
         for required in ["userName"] {
@@ -317,12 +333,34 @@ fn property_text(props: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
+/// User attributes an override may not set, with the reason.
+const USER_RESERVED: &[(&str, &str)] = &[
+    ("active", "is set from accountEnabled and scope (false when disabled, deleted or out of scope); it cannot be mapped"),
+    ("id", "is assigned by HERE"),
+    ("meta", "is maintained by HERE"),
+    ("schemas", "is derived from the mapped attributes"),
+    ("groups", "is read-only in SCIM: assign the Entra group to the app instead"),
+];
+
+/// Group attributes an override may not set, with the reason.
+const GROUP_RESERVED: &[(&str, &str)] = &[
+    ("members", "comes from the group's in-scope members"),
+    ("id", "is assigned by HERE"),
+    ("meta", "is maintained by HERE"),
+    ("schemas", "is derived from the mapped attributes"),
+];
+
+/// Applies `[mapping.<kind>]`. SCIM attribute names are case-insensitive, so an override
+/// replaces the default of the same path in any letter case (keeping the default's
+/// spelling), and two spellings of one path are an error.
 fn apply_overrides(
     list: &mut Vec<AttrMapping>,
     overrides: &BTreeMap<String, toml::Value>,
     kind: &'static str,
     known: &[&str],
+    reserved: &[(&str, &str)],
 ) -> Result<(), MappingError> {
+    let mut seen: BTreeMap<String, &String> = BTreeMap::new();
     for (path, spec) in overrides {
         let err = |message: String| MappingError {
             kind,
@@ -330,8 +368,20 @@ fn apply_overrides(
             message,
         };
         crate::scim::path::ScimPath::parse(path).map_err(|e| err(e.to_string()))?;
-        list.retain(|a| &a.scim_path != path);
-        if path == MANAGER_PATH {
+        if let Some(first) = seen.insert(path.to_ascii_lowercase(), path) {
+            return Err(err(format!(
+                "also given as {first:?}; SCIM attribute names are case-insensitive"
+            )));
+        }
+        if let Some((_, why)) = reserved.iter().find(|(r, _)| r.eq_ignore_ascii_case(path)) {
+            return Err(err((*why).to_string()));
+        }
+        let scim_path = list
+            .iter()
+            .find(|a| a.scim_path.eq_ignore_ascii_case(path))
+            .map_or_else(|| path.clone(), |a| a.scim_path.clone());
+        list.retain(|a| !a.scim_path.eq_ignore_ascii_case(path));
+        if path.eq_ignore_ascii_case(MANAGER_PATH) {
             if spec.as_bool().is_none() {
                 return Err(err(
                     "manager can only be switched on or off (true/false)".into()
@@ -343,10 +393,37 @@ fn apply_overrides(
             continue;
         }
         let source = parse_source(spec, known).map_err(err)?;
-        list.push(AttrMapping {
-            scim_path: path.clone(),
-            source,
-        });
+        list.push(AttrMapping { scim_path, source });
+    }
+    check_conflicts(list, kind)
+}
+
+/// A whole attribute (`name`) cannot be mapped next to one of its parts (`name.givenName`,
+/// or `emails` next to `emails[type eq "work"].value`): one would overwrite the other.
+fn check_conflicts(list: &[AttrMapping], kind: &'static str) -> Result<(), MappingError> {
+    use crate::scim::path::ScimPath;
+    let parsed: Vec<(&str, ScimPath)> = list
+        .iter()
+        .filter_map(|a| Some((a.scim_path.as_str(), ScimPath::parse(&a.scim_path).ok()?)))
+        .collect();
+    for (i, (pa, a)) in parsed.iter().enumerate() {
+        for (pb, b) in &parsed[i + 1..] {
+            if a.top_level() != b.top_level() {
+                continue;
+            }
+            let (whole, part) = match (a.is_whole_attribute(), b.is_whole_attribute()) {
+                (true, _) => (pa, pb),
+                (_, true) => (pb, pa),
+                _ => continue,
+            };
+            return Err(MappingError {
+                kind,
+                path: whole.to_string(),
+                message: format!(
+                    "sets the whole attribute, which conflicts with the mapping of {part:?}; switch one of them off"
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -444,145 +521,8 @@ fn is_directory_extension(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
-    }
-
-    fn full_user() -> Map<String, Value> {
-        obj(json!({
-            "userPrincipalName": "ana.lima@contoso.example", "displayName": "Ana Lima",
-            "givenName": "Ana", "surname": "Lima", "mail": "ana@contoso.example",
-            "jobTitle": "Engineer", "mailNickname": "ana", "preferredLanguage": "pt-BR",
-            "businessPhones": ["+1 555 0100", "+1 555 0101"], "mobilePhone": "+1 555 0199",
-            "streetAddress": "1 Main St", "city": "Springfield", "state": "IL",
-            "postalCode": "62701", "country": "US", "employeeId": "4711", "department": "R&D",
-            "accountEnabled": true
-        }))
-    }
-
-    #[test]
-    fn default_user_mapping_matches_spec() {
-        let a = Mapping::default().map_user("id1", &full_user());
-        let get = |p: &str| {
-            a.get(p)
-                .and_then(|v| v.as_str())
-                .unwrap_or("<none>")
-                .to_string()
-        };
-        assert_eq!(get("userName"), "ana.lima@contoso.example");
-        assert_eq!(get("displayName"), "Ana Lima");
-        assert_eq!(get("title"), "Engineer");
-        assert_eq!(get("emails[type eq \"work\"].value"), "ana@contoso.example");
-        assert_eq!(get("preferredLanguage"), "pt-BR");
-        assert_eq!(get("name.givenName"), "Ana");
-        assert_eq!(get("name.familyName"), "Lima");
-        assert_eq!(get("name.formatted"), "Ana Lima");
-        assert_eq!(get("externalId"), "ana");
-        assert_eq!(get("phoneNumbers[type eq \"work\"].value"), "+1 555 0100");
-        assert_eq!(get("phoneNumbers[type eq \"mobile\"].value"), "+1 555 0199");
-        assert_eq!(get("addresses[type eq \"work\"].locality"), "Springfield");
-        assert_eq!(get("addresses[type eq \"work\"].region"), "IL");
-        assert_eq!(get(&format!("{ENTERPRISE}:employeeNumber")), "4711");
-        assert_eq!(get(&format!("{ENTERPRISE}:department")), "R&D");
-        assert!(
-            !a.contains_key("active"),
-            "active is decided by scope, not the mapping"
-        );
-    }
-
-    #[test]
-    fn empty_sources_are_omitted_and_join_skips_empty_parts() {
-        let mut u = full_user();
-        u.insert("jobTitle".into(), Value::Null);
-        u.insert("surname".into(), json!("  "));
-        u.insert("businessPhones".into(), json!([]));
-        let a = Mapping::default().map_user("id1", &u);
-        assert!(!a.contains_key("title"));
-        assert!(!a.contains_key("name.familyName"));
-        assert!(!a.contains_key("phoneNumbers[type eq \"work\"].value"));
-        assert_eq!(a["name.formatted"], json!("Ana"));
-    }
-
-    #[test]
-    fn unicode_survives() {
-        let mut u = full_user();
-        u.insert("displayName".into(), json!("Zoë Ærøskøbing 李小龍"));
-        let a = Mapping::default().map_user("id1", &u);
-        assert_eq!(a["displayName"], json!("Zoë Ærøskøbing 李小龍"));
-    }
-
-    #[test]
-    fn group_mapping_uses_object_id_as_external_id() {
-        let a = Mapping::default().map_group("g-1", &obj(json!({"displayName": "Sales"})));
-        assert_eq!(a["displayName"], json!("Sales"));
-        assert_eq!(a["externalId"], json!("g-1"));
-    }
-
-    #[test]
-    fn select_lists_exactly_the_mapped_properties() {
-        let m = Mapping::default();
-        let s = m.user_select(&[]);
-        for p in [
-            "userPrincipalName",
-            "accountEnabled",
-            "givenName",
-            "businessPhones",
-            "manager",
-        ] {
-            assert!(s.contains(&p.to_string()), "{p} missing from {s:?}");
-        }
-        assert!(!s.contains(&"officeLocation".to_string()));
-        assert_eq!(m.group_select(), vec!["displayName", "members"]);
-    }
-
-    fn overrides(text: &str) -> Result<Mapping, MappingError> {
-        let cfg: MappingConfig = toml::from_str(text).unwrap();
-        Mapping::from_config(&cfg)
-    }
-
-    #[test]
-    fn overrides_replace_add_and_switch_off() {
-        let m = overrides(
-            r#"
-[user]
-externalId = "onPremisesExtensionAttributes.extensionAttribute3"
-title = false
-"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization" = { constant = "Contoso" }
-nickName = { lower = { first_of = ["mailNickname", "givenName"] }, prefix = "x-" }
-"#,
-        )
-        .unwrap();
-        let mut u = full_user();
-        u.insert(
-            "onPremisesExtensionAttributes".into(),
-            json!({"extensionAttribute3": "E-3"}),
-        );
-        let a = m.map_user("id", &u);
-        assert_eq!(a["externalId"], json!("E-3"));
-        assert!(!a.contains_key("title"));
-        assert_eq!(a[&format!("{ENTERPRISE}:organization")], json!("Contoso"));
-        assert_eq!(a["nickName"], json!("x-ana"));
-        assert!(m
-            .user_select(&[])
-            .contains(&"onPremisesExtensionAttributes".to_string()));
-    }
-
-    #[test]
-    fn bad_overrides_name_the_attribute() {
-        let e = overrides("[user]\ntitle = \"jobTitel\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("mapping.user.\"title\"") && e.contains("jobTitel"),
-            "{e}"
-        );
-        let e = overrides("[user]\n\"emails[type eq work\" = \"mail\"\n").unwrap_err();
-        assert_eq!(e.path, "emails[type eq work");
-        assert!(overrides("[user]\nuserName = false\n").is_err());
-        assert!(overrides("[user]\nx = { property = \"extension_0123456789abcdef0123456789abcdef_costCenter\" }\n").is_ok());
-    }
-}
+#[path = "mapping_config_tests.rs"]
+mod config_tests;
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+mod tests;

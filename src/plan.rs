@@ -253,6 +253,8 @@ fn bad_user_record(props: &serde_json::Map<String, Value>, attrs: &Attrs) -> Opt
     })
 }
 
+/// Attribute differences. `diff` compares every path; the planner compares only the paths
+/// the mapping manages (see [`managed`]).
 pub fn diff(desired: &Attrs, pushed: &Attrs) -> Vec<Change> {
     let paths: BTreeSet<&String> = desired.keys().chain(pushed.keys()).collect();
     paths
@@ -265,6 +267,17 @@ pub fn diff(desired: &Attrs, pushed: &Attrs) -> Vec<Change> {
                 new: new.cloned(),
             })
         })
+        .collect()
+}
+
+/// The pushed attributes on the paths the mapping still manages. An attribute switched off
+/// in the mapping is no longer managed: it is left as it is in HERE, not removed (as Entra
+/// does when a mapping is deleted); only an attribute whose *source* became empty is removed.
+fn managed<'a>(pushed: &Attrs, paths: impl IntoIterator<Item = &'a str>) -> Attrs {
+    paths
+        .into_iter()
+        .filter_map(|p| pushed.get_key_value(p))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -318,7 +331,7 @@ pub fn plan(
         if hold(id) {
             continue;
         }
-        plan_user(&mut ops, id, want, snapshot);
+        plan_user(&mut ops, id, want, snapshot, mapping);
     }
     for (id, have) in &snapshot.users {
         let gone = !desired.contains_key(id.as_str()) && !skipped_ids.contains(id.as_str());
@@ -357,7 +370,13 @@ pub fn plan(
     out
 }
 
-fn plan_user(ops: &mut Vec<Op>, id: &str, want: &DesiredUser, snapshot: &Snapshot) {
+fn plan_user(
+    ops: &mut Vec<Op>,
+    id: &str,
+    want: &DesiredUser,
+    snapshot: &Snapshot,
+    mapping: &Mapping,
+) {
     let Some(have) = snapshot.users.get(id) else {
         if want.active {
             ops.push(Op::CreateUser {
@@ -381,7 +400,8 @@ fn plan_user(ops: &mut Vec<Op>, id: &str, want: &DesiredUser, snapshot: &Snapsho
         }
         (false, false) => {}
         (was_active, true) => {
-            let changes = diff(&want.attrs, &have.attrs);
+            let paths = mapping.user_paths().chain(["active"]);
+            let changes = diff(&want.attrs, &managed(&have.attrs, paths));
             if !changes.is_empty() {
                 ops.push(Op::UpdateUser {
                     entra_id: id.to_string(),
@@ -464,7 +484,8 @@ fn plan_groups(
                 BTreeSet::new()
             }
             Some(have) => {
-                let changes = diff(&attrs, &have.attrs);
+                let paths = mapping.group.iter().map(|a| a.scim_path.as_str());
+                let changes = diff(&attrs, &managed(&have.attrs, paths));
                 if !changes.is_empty() {
                     ops.push(Op::UpdateGroup {
                         entra_id: gid.clone(),

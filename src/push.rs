@@ -203,11 +203,15 @@ pub async fn push(
                 health.observe(&done.result);
                 record(ctx, state, summary, &mut ids, done)?;
             }
-            if health.quarantined() {
-                refused.store(true, Ordering::Relaxed);
-            }
             progress(finished, total);
+            if health.quarantined() {
+                // HERE is unwell: abandon the in-flight retries too (an unacknowledged
+                // operation is simply planned again, see invariant 4)
+                refused.store(true, Ordering::Relaxed);
+                break;
+            }
         }
+        drop(stream);
         if let Some(e) = denial {
             return Err(PushError::Unauthorized(e));
         }
@@ -382,7 +386,7 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 .patch(
                     Kind::Users,
                     scim_id,
-                    patch::attribute_ops(changes, ctx.style),
+                    patch::attribute_ops(changes, attrs, ctx.style),
                 )
                 .await
                 .map(|_| (user_ack(entra_id, scim_id, user_name, attrs), 200));
@@ -408,7 +412,7 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 .patch(
                     Kind::Users,
                     scim_id,
-                    patch::attribute_ops(&change, ctx.style),
+                    patch::attribute_ops(&change, attrs, ctx.style),
                 )
                 .await
                 .map(|_| (user_ack(entra_id, scim_id, user_name, attrs), 200));
@@ -468,7 +472,7 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 .patch(
                     Kind::Groups,
                     scim_id,
-                    patch::attribute_ops(changes, ctx.style),
+                    patch::attribute_ops(changes, attrs, ctx.style),
                 )
                 .await
                 .map(|_| (group_ack(entra_id, scim_id, display_name, attrs), 204));
@@ -618,7 +622,7 @@ async fn adopt(
     let changes = diff(attrs, &current);
     if !changes.is_empty() {
         ctx.client
-            .patch(kind, &id, patch::attribute_ops(&changes, ctx.style))
+            .patch(kind, &id, patch::attribute_ops(&changes, attrs, ctx.style))
             .await?;
     }
     Ok(id)

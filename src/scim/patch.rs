@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::path::ScimPath;
+use crate::mapping::Attrs;
 use crate::plan::Change;
 
 /// The PatchOp message schema.
@@ -46,25 +47,53 @@ impl PatchStyle {
 
 /// One PATCH operation per changed attribute: `add` when it was absent (a `replace`
 /// through a filter that matches nothing is an error on strict servers), `replace` when
-/// it changed, `remove` when its source became empty.
-pub fn attribute_ops(changes: &[Change], style: PatchStyle) -> Vec<Value> {
-    changes
-        .iter()
-        .map(|c| match (&c.old, &c.new) {
+/// it changed, `remove` when its source became empty. `desired` is the resource's full
+/// mapped state after the change: a typed element (`emails[type eq "work"]`) none of whose
+/// mapped sub-attributes remains is removed as a whole, in one operation, so no
+/// `{type: "work"}` husk is left behind; while one remains, only the emptied ones go.
+pub fn attribute_ops(changes: &[Change], desired: &Attrs, style: PatchStyle) -> Vec<Value> {
+    let mut ops = Vec::new();
+    let mut removed_elements: Vec<String> = Vec::new();
+    for c in changes {
+        match (&c.old, &c.new) {
             (_, None) => {
-                let path = ScimPath::parse(&c.path)
-                    .map(|p| p.removal_path(&c.path))
-                    .unwrap_or_else(|_| c.path.clone());
-                json!({"op": style.op("remove"), "path": path})
+                let path = removal_path(&c.path, desired);
+                if path != c.path {
+                    if removed_elements.contains(&path) {
+                        continue;
+                    }
+                    removed_elements.push(path.clone());
+                }
+                ops.push(json!({"op": style.op("remove"), "path": path}));
             }
-            (None, Some(v)) => {
-                json!({"op": style.op("add"), "path": c.path, "value": style.value(&c.path, v)})
-            }
-            (Some(_), Some(v)) => {
-                json!({"op": style.op("replace"), "path": c.path, "value": style.value(&c.path, v)})
-            }
-        })
-        .collect()
+            (None, Some(v)) => ops.push(
+                json!({"op": style.op("add"), "path": c.path, "value": style.value(&c.path, v)}),
+            ),
+            (Some(_), Some(v)) => ops.push(
+                json!({"op": style.op("replace"), "path": c.path, "value": style.value(&c.path, v)}),
+            ),
+        }
+    }
+    ops
+}
+
+/// The element of a typed path when nothing mapped is left in it, else the path itself.
+fn removal_path(path: &str, desired: &Attrs) -> String {
+    let Ok(parsed) = ScimPath::parse(path) else {
+        return path.to_string();
+    };
+    let Some(element) = parsed.element_path(path) else {
+        return path.to_string();
+    };
+    let remains = desired
+        .keys()
+        .filter_map(|k| ScimPath::parse(k).ok())
+        .any(|k| k.same_element(&parsed));
+    if remains {
+        path.to_string()
+    } else {
+        element
+    }
 }
 
 /// Sets or clears the enterprise `manager` reference.
@@ -118,6 +147,10 @@ mod tests {
         }
     }
 
+    fn attrs(paths: &[&str]) -> Attrs {
+        paths.iter().map(|p| (p.to_string(), json!("x"))).collect()
+    }
+
     #[test]
     fn add_replace_remove_by_previous_state() {
         let ops = attribute_ops(
@@ -125,20 +158,50 @@ mod tests {
                 change("title", None, Some(json!("Eng"))),
                 change("displayName", Some(json!("A")), Some(json!("B"))),
                 change("emails[type eq \"work\"].value", Some(json!("a@x")), None),
+                change("name.familyName", Some(json!("L")), None),
             ],
+            &attrs(&["title", "displayName"]),
             PatchStyle::Rfc7644,
         );
         assert_eq!(
-            ops[0],
-            json!({"op": "add", "path": "title", "value": "Eng"})
+            ops,
+            [
+                json!({"op": "add", "path": "title", "value": "Eng"}),
+                json!({"op": "replace", "path": "displayName", "value": "B"}),
+                json!({"op": "remove", "path": "emails[type eq \"work\"]"}),
+                json!({"op": "remove", "path": "name.familyName"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_typed_element_goes_whole_only_when_nothing_mapped_remains_in_it() {
+        let city = "addresses[type eq \"work\"].locality";
+        let zip = "addresses[type eq \"work\"].postalCode";
+        let one = [change(city, Some(json!("Lyon")), None)];
+        let kept = attribute_ops(&one, &attrs(&[zip]), PatchStyle::Rfc7644);
+        assert_eq!(kept, [json!({"op": "remove", "path": city})]);
+        let both = [
+            change(city, Some(json!("Lyon")), None),
+            change(zip, Some(json!("69001")), None),
+        ];
+        let home = "addresses[type eq \"home\"].locality";
+        let gone = attribute_ops(&both, &attrs(&[home]), PatchStyle::Entra);
+        assert_eq!(
+            gone,
+            [json!({"op": "Remove", "path": "addresses[type eq \"work\"]"})]
+        );
+        let mail = "emails[type eq \"work\"].value";
+        let primary = "emails[type eq \"work\"].primary";
+        let ops = attribute_ops(
+            &[change(mail, Some(json!("a@x")), None)],
+            &attrs(&[primary]),
+            PatchStyle::Rfc7644,
         );
         assert_eq!(
-            ops[1],
-            json!({"op": "replace", "path": "displayName", "value": "B"})
-        );
-        assert_eq!(
-            ops[2],
-            json!({"op": "remove", "path": "emails[type eq \"work\"]"})
+            ops,
+            [json!({"op": "remove", "path": mail})],
+            "a mapped sibling stays"
         );
     }
 
@@ -146,6 +209,7 @@ mod tests {
     fn entra_dialect_capitalises_and_stringifies_active() {
         let ops = attribute_ops(
             &[change("active", Some(json!(true)), Some(json!(false)))],
+            &Attrs::new(),
             PatchStyle::Entra,
         );
         assert_eq!(
@@ -154,6 +218,7 @@ mod tests {
         );
         let rfc = attribute_ops(
             &[change("active", Some(json!(true)), Some(json!(false)))],
+            &Attrs::new(),
             PatchStyle::Rfc7644,
         );
         assert_eq!(rfc[0]["value"], json!(false));

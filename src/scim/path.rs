@@ -99,15 +99,47 @@ impl ScimPath {
         })
     }
 
-    /// The path to `remove` when the value disappears: a typed element whose only content
-    /// is its `value` goes as a whole, so no `{type: "work"}` husk is left behind.
-    pub fn removal_path(&self, original: &str) -> String {
+    /// The typed element this path addresses (`emails[type eq "work"]` for
+    /// `emails[type eq "work"].value`), as a path of its own; `None` for plain attributes.
+    pub fn element_path(&self, original: &str) -> Option<String> {
         match self {
-            ScimPath::Typed { sub, .. } if sub == "value" => {
-                original[..original.len() - ".value".len()].to_string()
-            }
-            _ => original.to_string(),
+            ScimPath::Typed { .. } => original.find(']').map(|i| original[..=i].to_string()),
+            ScimPath::Attr { .. } => None,
         }
+    }
+
+    /// Whether both paths address the same typed element (names and type compared
+    /// case-insensitively, as SCIM does).
+    pub fn same_element(&self, other: &ScimPath) -> bool {
+        match (self, other) {
+            (
+                ScimPath::Typed {
+                    attr, type_value, ..
+                },
+                ScimPath::Typed {
+                    attr: a2,
+                    type_value: t2,
+                    ..
+                },
+            ) => attr.eq_ignore_ascii_case(a2) && type_value.eq_ignore_ascii_case(t2),
+            _ => false,
+        }
+    }
+
+    /// The top-level attribute the path writes into: (schema URN, attribute), lower-cased.
+    pub fn top_level(&self) -> (Option<String>, String) {
+        match self {
+            ScimPath::Attr { schema, attr, .. } => (
+                schema.as_ref().map(|s| s.to_ascii_lowercase()),
+                attr.to_ascii_lowercase(),
+            ),
+            ScimPath::Typed { attr, .. } => (None, attr.to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether the path sets a whole top-level attribute (no sub-attribute, no filter).
+    pub fn is_whole_attribute(&self) -> bool {
+        matches!(self, ScimPath::Attr { sub: None, .. })
     }
 }
 
@@ -315,13 +347,29 @@ mod tests {
     }
 
     #[test]
-    fn removal_of_a_typed_value_drops_the_element() {
+    fn typed_paths_know_their_element() {
         let p = "emails[type eq \"work\"].value";
+        let parsed = ScimPath::parse(p).unwrap();
         assert_eq!(
-            ScimPath::parse(p).unwrap().removal_path(p),
-            "emails[type eq \"work\"]"
+            parsed.element_path(p).as_deref(),
+            Some("emails[type eq \"work\"]")
         );
-        let a = "addresses[type eq \"work\"].locality";
-        assert_eq!(ScimPath::parse(a).unwrap().removal_path(a), a);
+        let other = ScimPath::parse("Emails[type eq \"Work\"].display").unwrap();
+        assert!(parsed.same_element(&other));
+        let home = ScimPath::parse("emails[type eq \"home\"].value").unwrap();
+        assert!(!parsed.same_element(&home));
+        let plain = ScimPath::parse("name.givenName").unwrap();
+        assert_eq!(plain.element_path("name.givenName"), None);
+        assert!(!plain.same_element(&plain));
+        assert_eq!(
+            ScimPath::parse(DEPT).unwrap().top_level(),
+            (
+                Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user".into()),
+                "department".into()
+            )
+        );
+        assert!(ScimPath::parse("name").unwrap().is_whole_attribute());
+        assert!(!plain.is_whole_attribute() && !parsed.is_whole_attribute());
+        assert_eq!(parsed.top_level(), (None, "emails".into()));
     }
 }
