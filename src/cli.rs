@@ -94,7 +94,13 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Sync(args) => with_config(&cli, |cfg| sync(cfg, args)),
         Command::Check => with_config(&cli, |cfg| runtime().block_on(crate::status::check(cfg))),
-        Command::Run => with_config(&cli, |cfg| runtime().block_on(crate::daemon::run(cfg))),
+        Command::Run => with_config(&cli, |cfg| {
+            let rt = runtime();
+            let code = rt.block_on(crate::daemon::run(cfg.clone()));
+            // an abandoned in-flight request must not hold the exit
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
+        }),
     };
     ExitCode::from(code as u8)
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::config::{Config, ConfigError};
 use crate::graph::{read_directory, GraphClient, GraphError};
 use crate::mapping::Mapping;
-use crate::plan::{plan, Plan, PlanOptions};
+use crate::plan::{Plan, PlanOptions, Planner};
 use crate::push::{push, PushContext, PushError};
 use crate::report::{plan_lines, Summary};
 use crate::scim::ScimClient;
@@ -154,15 +154,17 @@ async fn cycle(
     summary.graph_requests = graph.request_count();
     let read = read?;
     summary.resynced = read.resynced.iter().map(|s| s.to_string()).collect();
-    let mirror = state.load_mirror()?;
-    let snapshot = state.load_snapshot()?;
+    let directory = state.load_directory()?;
+    let snapshot_groups = state.load_snapshot_groups()?;
     let held = state.held_in_escrow()?;
     let options = PlanOptions {
         group_members: cfg.sync.group_members,
         delete_groups_out_of_scope: cfg.sync.delete_groups_out_of_scope,
     };
-    let plan = plan(&mirror, &snapshot, &mapping, &held, &options);
-    drop(mirror);
+    let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options);
+    state.for_each_user(|id, user, pushed| planner.user(id, user.as_ref(), pushed.as_ref()))?;
+    let plan = planner.finish();
+    drop((directory, snapshot_groups));
     summary.skipped = plan.skipped.len();
     summary.held = plan.held;
     summary.planned = plan.ops.len();
@@ -189,11 +191,16 @@ async fn cycle(
         run_id,
         stop,
     };
-    let pushed = push(&ctx, plan.ops, &snapshot, state, summary, &mut |d, t| {
+    let pushed = push(&ctx, plan.ops, state, summary, &mut |d, t| {
         progress.pushed(d, t)
     })
     .await;
     summary.scim_requests = scim.request_count();
+    if let Err(PushError::Quarantined { .. }) = &pushed {
+        state.set_setting(QUARANTINE_KEY, &(quarantine_level(state) + 1).to_string())?;
+    } else if pushed.is_ok() && quarantine_level(state) != 0 {
+        state.set_setting(QUARANTINE_KEY, "0")?;
+    }
     pushed?;
     Ok(if summary.failed > 0 {
         exit::PARTIAL

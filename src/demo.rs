@@ -53,7 +53,9 @@ pub fn user_props(i: usize) -> serde_json::Value {
 /// spread over the first 95 % of users, every tenth user assigned directly, and the last
 /// 5 % of users not assigned at all (they must never reach HERE).
 pub fn populate(graph: &GraphSim, spec: TenantSpec) -> Tenant {
-    let users: Vec<String> = (0..spec.users).map(|i| graph.add_user(&upn(i), user_props(i))).collect();
+    let users: Vec<String> = (0..spec.users)
+        .map(|i| graph.add_user(&upn(i), user_props(i)))
+        .collect();
     let pool = (spec.users * 95 / 100).max(1).min(users.len());
     let mut groups = Vec::new();
     for g in 0..spec.groups {
@@ -174,12 +176,36 @@ async fn cycles(
     }
     let stop = AtomicBool::new(false);
     let opts = CycleOptions::default();
-    let first = run_cycle(&cfg, &mut state, &opts, &stop, &mut std::io::sink(), &mut Quiet).await;
+    let first = run_cycle(
+        &cfg,
+        &mut state,
+        &opts,
+        &stop,
+        &mut std::io::sink(),
+        &mut Quiet,
+    )
+    .await;
     let changes = churn(&sim.graph, tenant);
-    let second = run_cycle(&cfg, &mut state, &opts, &stop, &mut std::io::sink(), &mut Quiet).await;
-    let active = sim.scim.users().iter().filter(|u| u["active"] == json!(true)).count();
+    let second = run_cycle(
+        &cfg,
+        &mut state,
+        &opts,
+        &stop,
+        &mut std::io::sink(),
+        &mut Quiet,
+    )
+    .await;
+    let active = sim
+        .scim
+        .users()
+        .iter()
+        .filter(|u| u["active"] == json!(true))
+        .count();
     if args.json {
-        println!("{}", json!({"initial": first, "incremental": second, "changes": changes}));
+        println!(
+            "{}",
+            json!({"initial": first, "incremental": second, "changes": changes})
+        );
     } else {
         print_cycle("initial cycle", &first);
         println!("changes in Entra: {}", changes.join("; "));

@@ -32,6 +32,8 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod http;
 pub mod logging;

@@ -16,6 +16,33 @@ use crate::config::MappingConfig;
 /// SCIM attribute path → value, for the attributes a mapping produces.
 pub type Attrs = BTreeMap<String, Value>;
 
+/// Attributes as canonical JSON text (keys sorted). A plan holds one per created or
+/// changed user; as text they take a fraction of the parsed map's memory, and they go to
+/// the snapshot as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrText(Box<str>);
+
+impl AttrText {
+    /// Serialises attributes (a `BTreeMap`, so the text is canonical).
+    pub fn from_attrs(attrs: &Attrs) -> AttrText {
+        AttrText(
+            serde_json::to_string(attrs)
+                .unwrap_or_else(|_| "{}".into())
+                .into(),
+        )
+    }
+
+    /// The attributes back as a map.
+    pub fn attrs(&self) -> Attrs {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The enterprise extension schema URN (department, employeeNumber, manager).
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 

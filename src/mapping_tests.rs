@@ -213,7 +213,7 @@ fn pushed(mapping: &Mapping, props: &Map<String, Value>) -> Snapshot {
                     scim_id: "s-1".into(),
                     user_name,
                     active: true,
-                    attrs,
+                    attrs: attrs.attrs(),
                     manager: None,
                 };
                 s.users.insert(entra_id, u);
@@ -247,7 +247,7 @@ fn update_ops(
     let p = run(mapping, after, &pushed(mapping, before));
     match &p.ops[..] {
         [Op::UpdateUser { changes, attrs, .. }] => {
-            attribute_ops(changes, attrs, PatchStyle::Rfc7644)
+            attribute_ops(changes, &attrs.attrs(), PatchStyle::Rfc7644)
         }
         [] => Vec::new(),
         other => panic!("expected one update_user, got {other:?}"),
@@ -322,6 +322,7 @@ fn every_emptied_source_is_omitted_on_create_and_removed_on_update() {
         let Some(Op::CreateUser { attrs, .. }) = created.ops.first() else {
             panic!("{prop}: {created:?}");
         };
+        let attrs = &attrs.attrs();
         let resource = build_resource(USER_SCHEMA, attrs);
         for op in &want {
             let path = op["path"].as_str().unwrap();
@@ -381,7 +382,7 @@ fn mapping_changes_touch_only_the_changed_attribute() {
     let [Op::UpdateUser { changes, attrs, .. }] = &p.ops[..] else {
         panic!("{p:?}");
     };
-    let ops = attribute_ops(changes, attrs, PatchStyle::Rfc7644);
+    let ops = attribute_ops(changes, &attrs.attrs(), PatchStyle::Rfc7644);
     assert_eq!(
         ops,
         [json!({"op": "replace", "path": "title", "value": "ENGINEER"})]
@@ -392,7 +393,7 @@ fn mapping_changes_touch_only_the_changed_attribute() {
     let [Op::UpdateUser { changes, attrs, .. }] = &p.ops[..] else {
         panic!("{p:?}");
     };
-    let ops = attribute_ops(changes, attrs, PatchStyle::Rfc7644);
+    let ops = attribute_ops(changes, &attrs.attrs(), PatchStyle::Rfc7644);
     assert_eq!(
         ops,
         [json!({"op": "add", "path": "nickName", "value": "Contoso"})]

@@ -1,65 +1,88 @@
-//! Progress on an interactive terminal: pages read, operations pushed, with a rate.
-//! Non-terminals get log lines only.
+//! Progress of an interactive `sync` on a terminal (indicatif): a spinner while Entra is
+//! read, then a bar of operations pushed with rate and ETA. Non-terminals get log lines
+//! only: the bar is hidden and draws nothing.
 
-use std::io::Write;
-use std::time::Instant;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cycle::Progress;
 
-/// A one-line progress display on stderr, or nothing.
+/// The progress display on stderr, or nothing.
 pub struct Bar {
-    enabled: bool,
-    started: Instant,
-    last_draw: Option<Instant>,
+    bar: ProgressBar,
+    pushing: bool,
 }
 
 impl Bar {
-    /// `enabled` only when stderr is a terminal.
+    /// `enabled` only when stderr is a terminal (and no `--json`): otherwise hidden.
     pub fn new(enabled: bool) -> Bar {
+        let target = if enabled {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        if enabled {
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        bar.set_message("reading Entra");
         Bar {
-            enabled,
-            started: Instant::now(),
-            last_draw: None,
+            bar,
+            pushing: false,
         }
     }
 
-    fn draw(&mut self, text: String, force: bool) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if !force
-            && self
-                .last_draw
-                .is_some_and(|t| now.duration_since(t).as_millis() < 100)
-        {
-            return;
-        }
-        self.last_draw = Some(now);
-        let mut err = std::io::stderr();
-        let _ = write!(err, "\r\x1b[2K{text}");
-        let _ = err.flush();
+    /// True when it draws nothing (stderr is not a terminal).
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_hidden()
     }
 
-    /// Clears the line.
+    /// Clears the display.
     pub fn finish(&mut self) {
-        if self.enabled && self.last_draw.is_some() {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-        }
+        self.bar.finish_and_clear();
     }
 }
 
 impl Progress for Bar {
     fn pages(&mut self, pages: usize) {
-        self.draw(format!("reading Entra: {pages} delta page(s)"), false);
+        self.bar
+            .set_message(format!("reading Entra: {pages} delta page(s)"));
     }
 
     fn pushed(&mut self, done: usize, total: usize) {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
-        self.draw(
-            format!("pushing to HERE: {done}/{total} operation(s), {rate:.0}/s"),
-            done == total,
-        );
+        if !self.pushing {
+            self.pushing = true;
+            self.bar.set_style(
+                ProgressStyle::with_template(
+                    "pushing to HERE {bar:30} {pos}/{len} operation(s), {per_sec}, ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.bar.set_length(total as u64);
+            self.bar.reset_eta();
+        }
+        self.bar.set_position(done as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_bar_takes_every_callback_and_draws_nothing() {
+        let mut b = Bar::new(false);
+        assert!(b.is_hidden());
+        b.pages(3);
+        b.pushed(1, 10);
+        b.pushed(10, 10);
+        assert_eq!(b.bar.position(), 10);
+        assert_eq!(b.bar.length(), Some(10));
+        b.finish();
     }
 }

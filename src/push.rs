@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::mapping::Attrs;
+use crate::mapping::{AttrText, Attrs};
 use crate::plan::{diff, Change, Op, Stage};
 use crate::report::Summary;
 use crate::scim::path::{build_resource, extract};
 use crate::scim::{patch, Kind, PatchStyle, ScimClient, ScimError, GROUP_SCHEMA, USER_SCHEMA};
-use crate::state::{Ack, OperationLog, Snapshot, State, StateError};
+use crate::state::{Ack, OperationLog, State, StateError};
 
 /// What the push needs besides the plan.
 pub struct PushContext<'a> {
@@ -155,18 +155,12 @@ impl Ids {
 pub async fn push(
     ctx: &PushContext<'_>,
     ops: Vec<Op>,
-    snapshot: &Snapshot,
     state: &mut State,
     summary: &mut Summary,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(), PushError> {
-    let mut ids = Ids::default();
-    for (e, u) in &snapshot.users {
-        ids.users.insert(e.clone(), u.scim_id.clone());
-    }
-    for (e, g) in &snapshot.groups {
-        ids.groups.insert(e.clone(), g.scim_id.clone());
-    }
+    let (users, groups) = state.scim_ids()?;
+    let mut ids = Ids { users, groups };
     let total = ops.len();
     let mut finished = 0;
     let mut stages: Vec<(Stage, Vec<Op>)> = Vec::new();
@@ -372,7 +366,8 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             attrs,
         } => {
             let (name, result) = create_user(ctx, entra_id, user_name, attrs).await;
-            vec![done(op, name, json!(attrs), result, Tally::UserCreated)]
+            let created: Value = serde_json::from_str(attrs.as_str()).unwrap_or_default();
+            vec![done(op, name, created, result, Tally::UserCreated)]
         }
         Op::UpdateUser {
             entra_id,
@@ -386,10 +381,10 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 .patch(
                     Kind::Users,
                     scim_id,
-                    patch::attribute_ops(changes, attrs, ctx.style),
+                    patch::attribute_ops(changes, &attrs.attrs(), ctx.style),
                 )
                 .await
-                .map(|_| (user_ack(entra_id, scim_id, user_name, attrs), 200));
+                .map(|_| (user_ack(entra_id, scim_id, user_name, true, attrs), 200));
             let tally = if *reactivate {
                 Tally::UserReactivated
             } else {
@@ -412,10 +407,10 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 .patch(
                     Kind::Users,
                     scim_id,
-                    patch::attribute_ops(&change, attrs, ctx.style),
+                    patch::attribute_ops(&change, &attrs.attrs(), ctx.style),
                 )
                 .await
-                .map(|_| (user_ack(entra_id, scim_id, user_name, attrs), 200));
+                .map(|_| (user_ack(entra_id, scim_id, user_name, false, attrs), 200));
             vec![done(
                 op,
                 op.name(),
@@ -507,12 +502,12 @@ async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
     }
 }
 
-fn user_ack(entra_id: &str, scim_id: &str, user_name: &str, attrs: &Attrs) -> Ack {
+fn user_ack(entra_id: &str, scim_id: &str, user_name: &str, active: bool, attrs: &AttrText) -> Ack {
     Ack::User {
         entra_id: entra_id.to_string(),
         scim_id: scim_id.to_string(),
         user_name: user_name.to_string(),
-        active: attrs.get("active").and_then(Value::as_bool).unwrap_or(true),
+        active,
         attrs: attrs.clone(),
     }
 }
@@ -531,14 +526,15 @@ async fn create_user(
     ctx: &PushContext<'_>,
     entra_id: &str,
     user_name: &str,
-    attrs: &Attrs,
+    text: &AttrText,
 ) -> (&'static str, Result<(Ack, u16), ScimError>) {
+    let attrs = &text.attrs();
     let resource = build_resource(USER_SCHEMA, attrs);
     match ctx.client.create(Kind::Users, &resource).await {
         Ok(created) => (
             "create_user",
             Ok((
-                user_ack(entra_id, &scim_id_of(&created), user_name, attrs),
+                user_ack(entra_id, &scim_id_of(&created), user_name, true, text),
                 201,
             )),
         ),
@@ -554,7 +550,7 @@ async fn create_user(
             .await;
             (
                 "adopt_user",
-                adopted.map(|id| (user_ack(entra_id, &id, user_name, attrs), 409)),
+                adopted.map(|id| (user_ack(entra_id, &id, user_name, true, text), 409)),
             )
         }
         Err(e) => ("create_user", Err(e)),

@@ -19,8 +19,9 @@ pub struct ReadStats {
     pub malformed: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Resource {
+/// Which delta round a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resource {
     Users,
     Groups,
 }
@@ -107,27 +108,41 @@ async fn round(
         };
         stats.pages += 1;
         progress(stats.pages);
-        for item in page_values(&page, &url)? {
-            match apply(tx, res, item) {
-                Ok(true) => stats.entries += 1,
-                Ok(false) => {
-                    stats.malformed += 1;
-                    tracing::warn!(resource = res.name(), url = %strip_query(&url), "skipping a delta entry without an id");
-                }
-                Err(e) => return Err(e),
-            }
+        match apply_page(tx, res, &page, &url, select, stats)? {
+            Some(next) => url = next,
+            None => return Ok(()),
         }
-        if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
-            url = next.to_string();
-        } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
-            tx.set_delta_link(res.name(), delta, select)?;
-            return Ok(());
+    }
+}
+
+/// Applies one delta page; returns the next page's URL, or `None` when the page ended the
+/// round (its delta link is then stored with `select`).
+pub(crate) fn apply_page(
+    tx: &ReadTxn<'_>,
+    res: Resource,
+    page: &Value,
+    url: &str,
+    select: &str,
+    stats: &mut ReadStats,
+) -> Result<Option<String>, GraphError> {
+    for item in page_values(page, url)? {
+        if apply(tx, res, item)? {
+            stats.entries += 1;
         } else {
-            return Err(GraphError::Malformed {
-                url: strip_query(&url),
-                detail: "page has neither @odata.nextLink nor @odata.deltaLink".into(),
-            });
+            stats.malformed += 1;
+            tracing::warn!(resource = res.name(), url = %strip_query(url), "skipping a delta entry without an id");
         }
+    }
+    if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
+        Ok(Some(next.to_string()))
+    } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
+        tx.set_delta_link(res.name(), delta, select)?;
+        Ok(None)
+    } else {
+        Err(GraphError::Malformed {
+            url: strip_query(url),
+            detail: "page has neither @odata.nextLink nor @odata.deltaLink".into(),
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 pub use auth::TokenSource;
+pub(crate) use delta::{apply_page, Resource};
 pub use delta::{read_directory, ReadStats};
 
 use crate::config::GraphConfig;
@@ -170,20 +171,27 @@ impl GraphClient {
         let mut out = Vec::new();
         loop {
             let page = self.get(&url, false).await?;
-            for a in page_values(&page, &url)? {
-                let id = a.get("principalId").and_then(Value::as_str);
-                let kind = a.get("principalType").and_then(Value::as_str);
-                let deleted = a.get("deletedDateTime").is_some_and(|d| !d.is_null());
-                if let (Some(id), Some(kind @ ("User" | "Group")), false) = (id, kind, deleted) {
-                    out.push((id.to_string(), kind.to_string()));
-                }
-            }
+            out.extend(assignments_of(&page, &url)?);
             match page.get("@odata.nextLink").and_then(Value::as_str) {
                 Some(next) => url = next.to_string(),
                 None => return Ok(out),
             }
         }
     }
+}
+
+/// The live user and group principals of one `appRoleAssignedTo` page, as (id, type).
+pub fn assignments_of(page: &Value, url: &str) -> Result<Vec<(String, String)>, GraphError> {
+    let mut out = Vec::new();
+    for a in page_values(page, url)? {
+        let id = a.get("principalId").and_then(Value::as_str);
+        let kind = a.get("principalType").and_then(Value::as_str);
+        let deleted = a.get("deletedDateTime").is_some_and(|d| !d.is_null());
+        if let (Some(id), Some(kind @ ("User" | "Group")), false) = (id, kind, deleted) {
+            out.push((id.to_string(), kind.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// The `value` array of a Graph collection page.

@@ -194,18 +194,13 @@ impl ScimClient {
                     status: status.as_u16(),
                 });
             }
-            let field = |k: &str| {
-                json.as_ref()
-                    .and_then(|j| j.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
+            let (scim_type, detail) = error_fields(json.as_ref());
             return Err(ScimError::Http {
                 method: method.to_string(),
                 path: shown,
                 status: status.as_u16(),
-                scim_type: field("scimType"),
-                detail: field("detail").map(|d| d.chars().take(500).collect()),
+                scim_type,
+                detail,
             });
         }
     }
@@ -237,17 +232,7 @@ impl ScimClient {
             path.push_str("&excludedAttributes=members");
         }
         let (_, body) = self.request(Method::GET, &path, None).await?;
-        let list = body
-            .as_ref()
-            .and_then(|b| b.get("Resources"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok(list.into_iter().find(|r| {
-            r.get(attribute)
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.eq_ignore_ascii_case(value))
-        }))
+        Ok(find_in_list(body.as_ref(), attribute, value))
     }
 
     /// PATCH a resource with some operations.
@@ -274,6 +259,32 @@ impl ScimClient {
             .await?;
         Ok(body.unwrap_or(Value::Null))
     }
+}
+
+/// `scimType` and `detail` (at most 500 characters) of a SCIM error body (RFC 7644 §3.12).
+pub fn error_fields(body: Option<&Value>) -> (Option<String>, Option<String>) {
+    let field = |k: &str| {
+        body.and_then(|j| j.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (
+        field("scimType"),
+        field("detail").map(|d| d.chars().take(500).collect()),
+    )
+}
+
+/// The resource of a `ListResponse` whose `attribute` equals `value` (case-insensitively).
+pub fn find_in_list(body: Option<&Value>, attribute: &str, value: &str) -> Option<Value> {
+    body.and_then(|b| b.get("Resources"))
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| {
+            r.get(attribute)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
+        })
+        .cloned()
 }
 
 /// Percent-encodes a query or path component.

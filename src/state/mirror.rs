@@ -85,26 +85,21 @@ impl State {
             .map_err(|e| self.err(e))
     }
 
-    /// Loads the mirror for planning.
+    /// Loads the whole mirror (tests and small tools; cycles stream users instead).
     pub fn load_mirror(&self) -> Result<MirrorData> {
+        let mut data = self.load_directory()?;
+        self.for_each_user(|id, user, _| {
+            if let Some(u) = user {
+                data.users.insert(id.to_string(), u);
+            }
+        })?;
+        Ok(data)
+    }
+
+    /// The mirror without its users: groups, memberships and assignments.
+    pub fn load_directory(&self) -> Result<MirrorData> {
         let mut data = MirrorData::default();
         let err = |e| self.err(e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, props, soft_deleted FROM mirror_users")
-            .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            let id: String = r.get(0).map_err(err)?;
-            let props: String = r.get(1).map_err(err)?;
-            data.users.insert(
-                id,
-                MirrorUser {
-                    props: parse_props(&props),
-                    soft_deleted: r.get::<_, i64>(2).map_err(err)? != 0,
-                },
-            );
-        }
         let mut stmt = self
             .conn
             .prepare("SELECT id, props FROM mirror_groups")

@@ -93,6 +93,24 @@ impl State {
         Ok(state)
     }
 
+    /// A fresh, migrated state that lives in memory only (no file, no lock), for tests and
+    /// fuzzing.
+    pub fn open_in_memory() -> Result<State> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| sqlite(&path, e))?;
+        let mut state = State {
+            conn,
+            path,
+            _lock: None,
+        };
+        state
+            .conn
+            .execute_batch("PRAGMA foreign_keys=ON;")
+            .map_err(|e| state.err(e))?;
+        schema::migrate(&mut state.conn, &state.path)?;
+        Ok(state)
+    }
+
     /// Opens an existing state read-only (no lock; works while the daemon runs).
     pub fn open_read_only(path: &Path) -> Result<State> {
         if !path.exists() {
@@ -100,8 +118,7 @@ impl State {
                 path: path.to_path_buf(),
             });
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| sqlite(path, e))?;
+        let conn = read_only_connection(path).map_err(|e| sqlite(path, e))?;
         let state = State {
             conn,
             path: path.to_path_buf(),
@@ -143,6 +160,26 @@ impl State {
 
     fn err(&self, e: rusqlite::Error) -> StateError {
         classify(&self.path, e)
+    }
+}
+
+/// A read-only connection that creates no file. A WAL database that no process has open
+/// has no `-wal` file; a plain read-only open would create `-wal` and `-shm`, owned by
+/// the reader (e.g. root running `status`), which then locks the service user out. So
+/// such a file is read as immutable; one with a `-wal` (a writer is running) is read
+/// normally, through the writer's `-wal`/`-shm`.
+fn read_only_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let uri = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| url::Url::from_file_path(p).ok());
+    match uri {
+        Some(uri) if !Path::new(&wal).exists() => Connection::open_with_flags(
+            format!("{uri}?immutable=1"),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        ),
+        _ => Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY),
     }
 }
 

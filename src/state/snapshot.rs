@@ -4,13 +4,13 @@
 //! transaction, together with its history row and the end of any escrow entry, so a kill
 //! at any moment loses no acknowledgement and repeats nothing HERE already has.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::params;
 use serde_json::Value;
 
-use super::{history::OperationLog, now, Result, State};
-use crate::mapping::Attrs;
+use super::{history::OperationLog, now, MirrorUser, Result, State};
+use crate::mapping::{AttrText, Attrs};
 
 /// A user HERE knows about.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,7 @@ pub enum Ack {
         scim_id: String,
         user_name: String,
         active: bool,
-        attrs: Attrs,
+        attrs: AttrText,
     },
     /// A user's manager reference was set or cleared.
     Manager {
@@ -101,30 +101,24 @@ fn parse_attrs(text: &str) -> Attrs {
 }
 
 impl State {
-    /// Loads the whole snapshot for planning.
+    /// Loads the whole snapshot (tests and small tools; cycles stream users instead).
     pub fn load_snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot {
+            groups: self.load_snapshot_groups()?,
+            ..Snapshot::default()
+        };
+        self.for_each_user(|id, _, pushed| {
+            if let Some(u) = pushed {
+                snap.users.insert(id.to_string(), u);
+            }
+        })?;
+        Ok(snap)
+    }
+
+    /// The pushed groups with their members (small enough to hold whole).
+    pub fn load_snapshot_groups(&self) -> Result<BTreeMap<String, SnapGroup>> {
         let err = |e| self.err(e);
-        let mut snap = Snapshot::default();
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT entra_id, scim_id, user_name, active, attrs, manager FROM snapshot_users",
-            )
-            .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            let attrs: String = r.get(4).map_err(err)?;
-            snap.users.insert(
-                r.get(0).map_err(err)?,
-                SnapUser {
-                    scim_id: r.get(1).map_err(err)?,
-                    user_name: r.get(2).map_err(err)?,
-                    active: r.get::<_, i64>(3).map_err(err)? != 0,
-                    attrs: parse_attrs(&attrs),
-                    manager: r.get(5).map_err(err)?,
-                },
-            );
-        }
+        let mut groups = BTreeMap::new();
         let mut stmt = self
             .conn
             .prepare("SELECT entra_id, scim_id, display_name, attrs FROM snapshot_groups")
@@ -132,7 +126,7 @@ impl State {
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let attrs: String = r.get(3).map_err(err)?;
-            snap.groups.insert(
+            groups.insert(
                 r.get(0).map_err(err)?,
                 SnapGroup {
                     scim_id: r.get(1).map_err(err)?,
@@ -149,11 +143,76 @@ impl State {
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let gid: String = r.get(0).map_err(err)?;
-            if let Some(g) = snap.groups.get_mut(&gid) {
+            if let Some(g) = groups.get_mut(&gid) {
                 g.members.insert(r.get(1).map_err(err)?);
             }
         }
-        Ok(snap)
+        Ok(groups)
+    }
+
+    /// Calls `f` once per user known to the mirror or the snapshot, with both sides, one
+    /// row at a time: planning a large tenant never holds every user in memory.
+    pub fn for_each_user(
+        &self,
+        mut f: impl FnMut(&str, Option<MirrorUser>, Option<SnapUser>),
+    ) -> Result<()> {
+        let err = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT m.id, m.props, m.soft_deleted, s.scim_id, s.user_name, s.active, s.attrs, s.manager
+                 FROM mirror_users m LEFT JOIN snapshot_users s ON s.entra_id = m.id
+                 UNION ALL
+                 SELECT s.entra_id, NULL, 0, s.scim_id, s.user_name, s.active, s.attrs, s.manager
+                 FROM snapshot_users s
+                 WHERE NOT EXISTS (SELECT 1 FROM mirror_users m WHERE m.id = s.entra_id)",
+            )
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let id: String = r.get(0).map_err(err)?;
+            let props: Option<String> = r.get(1).map_err(err)?;
+            let mirror = props.map(|p| MirrorUser {
+                props: serde_json::from_str(&p).unwrap_or_default(),
+                soft_deleted: r.get::<_, i64>(2).unwrap_or(0) != 0,
+            });
+            let scim_id: Option<String> = r.get(3).map_err(err)?;
+            let pushed = match scim_id {
+                None => None,
+                Some(scim_id) => {
+                    let attrs: String = r.get(6).map_err(err)?;
+                    Some(SnapUser {
+                        scim_id,
+                        user_name: r.get(4).map_err(err)?,
+                        active: r.get::<_, i64>(5).map_err(err)? != 0,
+                        attrs: parse_attrs(&attrs),
+                        manager: r.get(7).map_err(err)?,
+                    })
+                }
+            };
+            f(&id, mirror, pushed);
+        }
+        Ok(())
+    }
+
+    /// Entra id → SCIM id of every pushed user and group (the push resolves references with it).
+    pub fn scim_ids(&self) -> Result<(HashMap<String, String>, HashMap<String, String>)> {
+        let err = |e| self.err(e);
+        let mut out = (HashMap::new(), HashMap::new());
+        for (table, map) in [
+            ("snapshot_users", &mut out.0),
+            ("snapshot_groups", &mut out.1),
+        ] {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT entra_id, scim_id FROM {table}"))
+                .map_err(err)?;
+            let mut rows = stmt.query([]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                map.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Records one acknowledged operation: snapshot, history row and escrow release, atomically.
@@ -186,7 +245,7 @@ fn apply_ack(tx: &rusqlite::Transaction<'_>, ack: &Ack) -> rusqlite::Result<()> 
                      user_name = excluded.user_name, active = excluded.active,
                      attrs = excluded.attrs, updated_at = excluded.updated_at",
             )?
-            .execute(params![entra_id, scim_id, user_name, *active as i64, attrs_json(attrs), t])?;
+            .execute(params![entra_id, scim_id, user_name, *active as i64, attrs.as_str(), t])?;
         }
         Ack::Manager { entra_id, manager } => {
             tx.prepare_cached(
@@ -274,7 +333,7 @@ mod tests {
                 scim_id: "s1".into(),
                 user_name: "a@x".into(),
                 active: true,
-                attrs: attrs.clone(),
+                attrs: AttrText::from_attrs(&attrs),
             },
             &log(),
         )

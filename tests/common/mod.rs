@@ -184,3 +184,31 @@ pub fn verify_target(sim: &Simulator, deactivated: &[&str]) {
         assert_eq!(got, want, "members of group {}", g["displayName"]);
     }
 }
+
+/// The binary under test, pointed at the harness config, with `RUST_LOG` unset so the
+/// config's `log.level` decides.
+pub fn binary(h: &Harness) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_entra-here-sync"));
+    c.arg("--config")
+        .arg(&h.config_path)
+        .env_remove("RUST_LOG")
+        .env_remove("ENTRA_HERE_SYNC_CONFIG");
+    c
+}
+
+/// Runs the binary to completion off the async runtime (the simulator keeps serving).
+pub async fn run_binary(h: &Harness, args: &[&str]) -> std::process::Output {
+    let mut c = binary(h);
+    c.args(args);
+    tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
+        .await
+        .expect("join")
+}
+
+/// Rewrites one line of the generated config (e.g. the `[log]` level or `[here]` limits,
+/// which `Harness::new(extra)` cannot set twice).
+pub fn edit_config(h: &Harness, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&h.config_path).expect("config readable");
+    assert!(text.contains(from), "config has no {from:?}");
+    std::fs::write(&h.config_path, text.replace(from, to)).expect("config written");
+}

@@ -1,13 +1,18 @@
 //! Operator commands that inspect rather than sync: `status` and `history` (from the
-//! state file alone) and `check` (config, Graph and HERE access; writes nothing).
+//! state file alone, read-only, so they work while the daemon runs and while Graph and
+//! HERE are unreachable) and [`check`] (config, Graph and HERE access; writes nothing).
+
+mod check;
+
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::config::Config;
-use crate::cycle::exit;
-use crate::graph::GraphClient;
-use crate::scim::ScimClient;
+use crate::cycle::{exit, quarantine_level};
 use crate::state::State;
+
+pub use check::check;
 
 /// Delta links older than this get a warning: Graph expires them after 7 days.
 const LINK_AGE_WARN_SECS: i64 = 6 * 24 * 3600;
@@ -17,6 +22,34 @@ fn open(cfg: &Config) -> Result<State, i32> {
         eprintln!("entra-here-sync: {e}");
         exit::RUNTIME
     })
+}
+
+/// True when a writer (the daemon or a `sync`) holds the state's single-instance lock
+/// now; `None` when that cannot be told. Only opens the lock file read-only and takes a
+/// shared lock for an instant: it creates and writes nothing.
+pub fn writer_active(state_path: &Path) -> Option<bool> {
+    let mut lock = state_path.as_os_str().to_owned();
+    lock.push(".lock");
+    let file = match std::fs::File::open(PathBuf::from(lock)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Some(false)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// The warning for a delta link of this age, if it deserves one.
+pub fn link_warning(age_secs: i64) -> Option<&'static str> {
+    (age_secs > LINK_AGE_WARN_SECS).then_some(
+        "older than 6 days: Graph expires delta links after 7 days, after which the next cycle re-reads everything (no spurious changes, but slower); make sure the daemon runs",
+    )
 }
 
 /// `status [--json]`.
@@ -41,43 +74,74 @@ pub fn status(cfg: &Config, as_json: bool) -> i32 {
             return exit::RUNTIME;
         }
     };
+    let writer = writer_active(&cfg.state.path);
+    let quarantine = quarantine_level(&state);
+    let mut warnings: Vec<String> = links
+        .iter()
+        .filter_map(|(r, age)| link_warning(*age).map(|w| format!("delta link {r} is {w}")))
+        .collect();
+    if quarantine > 0 {
+        warnings.push(format!(
+            "HERE failed most operations in the last {quarantine} cycle(s): the daemon backs off (interval × 2^{quarantine}, at most 24 h)"
+        ));
+    }
     if as_json {
         let links: Vec<_> = links
             .iter()
-            .map(|(r, age)| json!({"resource": r, "age_secs": age, "stale": *age > LINK_AGE_WARN_SECS}))
+            .map(|(r, age)| json!({"resource": r, "age_secs": age, "stale": link_warning(*age).is_some()}))
             .collect();
         let doc = json!({
             "state": cfg.state.path,
+            "writer_active": writer,
+            "quarantine_level": quarantine,
             "runs": runs,
             "failing": failures,
             "skipped": skipped,
             "delta_links": links,
             "snapshot": {"users": users, "active_users": active, "groups": groups},
+            "warnings": warnings,
         });
         println!("{doc}");
         return exit::OK;
     }
     println!("state: {}", cfg.state.path.display());
+    let running = match writer {
+        Some(true) => "in use by a running daemon (`run`) or `sync`",
+        Some(false) => "no daemon or sync is using the state now",
+        None => "cannot tell whether a daemon is running (lock file unreadable)",
+    };
+    println!("activity: {running}");
     println!("snapshot: {users} users ({active} active), {groups} groups");
+    if links.is_empty() {
+        println!("delta links: none yet (the next cycle reads everything)");
+    }
     for (resource, age) in &links {
-        let warn = if *age > LINK_AGE_WARN_SECS {
-            "  WARNING: Graph expires delta links after 7 days; the next cycle may need a full resync"
-        } else {
-            ""
-        };
+        let warn = link_warning(*age)
+            .map(|w| format!("  WARNING: {w}"))
+            .unwrap_or_default();
         println!("delta link {resource}: {}{warn}", age_text(*age));
+    }
+    if quarantine > 0 {
+        println!(
+            "WARNING: HERE failed most operations in the last {quarantine} cycle(s); the daemon backs off (interval × 2^{quarantine}, at most 24 h)"
+        );
     }
     println!("last cycles (newest first):");
     if runs.is_empty() {
         println!("  none yet");
     }
-    for r in &runs {
+    for (i, r) in runs.iter().enumerate() {
+        let unfinished = if i == 0 && writer == Some(true) {
+            "running now (or interrupted, if the daemon restarted since)"
+        } else {
+            "interrupted before it finished (what HERE acknowledged is kept)"
+        };
         let summary = r
             .summary
             .as_ref()
             .and_then(|s| serde_json::from_value::<crate::report::Summary>(s.clone()).ok())
             .map(|s| s.one_line())
-            .unwrap_or_else(|| "still running or interrupted".into());
+            .unwrap_or_else(|| unfinished.into());
         let dry = if r.dry_run { " (dry run)" } else { "" };
         let code = r
             .exit_code
@@ -91,7 +155,7 @@ pub fn status(cfg: &Config, as_json: bool) -> i32 {
     println!("failing objects: {}", failures.len());
     for f in &failures {
         println!(
-            "  {} {} ({}) {}: {} — attempt {}, next try {} (see `entra-here-sync history {}`)",
+            "  {} {} ({}) {}: {} — attempts {}, next try {} (see `entra-here-sync history {}`)",
             f.kind, f.name, f.entra_id, f.operation, f.error, f.attempts, f.next_try_at, f.entra_id
         );
     }
@@ -154,55 +218,4 @@ pub fn history(cfg: &Config, key: &str, as_json: bool) -> i32 {
         }
     }
     exit::OK
-}
-
-/// `check`: one line per check, exit 0 only if all pass.
-pub async fn check(cfg: &Config) -> i32 {
-    let mut ok = true;
-    let mut line = |pass: bool, what: &str, detail: String| {
-        ok &= pass;
-        println!("{} {what}: {detail}", if pass { "✓" } else { "✗" });
-    };
-    line(true, "config", format!("{} is valid", cfg.path.display()));
-    match GraphClient::new(&cfg.graph, cfg.here.timeout) {
-        Err(e) => line(false, "Graph credential", e.to_string()),
-        Ok(graph) => {
-            match graph.check_token().await {
-                Ok(()) => line(
-                    true,
-                    "Graph token",
-                    format!("issued for tenant {}", cfg.graph.tenant_id),
-                ),
-                Err(e) => line(false, "Graph token", e.to_string()),
-            }
-            match graph.service_principal().await {
-                Ok(sp) => line(
-                    true,
-                    "service principal",
-                    format!(
-                        "{} ({})",
-                        sp["displayName"].as_str().unwrap_or("?"),
-                        cfg.graph.service_principal_id
-                    ),
-                ),
-                Err(e) => line(false, "service principal", e.to_string()),
-            }
-        }
-    }
-    match ScimClient::new(&cfg.here) {
-        Err(e) => line(false, "HERE token", e.to_string()),
-        Ok(scim) => match scim.probe().await {
-            Ok(_) => line(
-                true,
-                "HERE SCIM",
-                format!("{} answered GET /ServiceProviderConfig", cfg.here.base_url),
-            ),
-            Err(e) => line(false, "HERE SCIM", e.to_string()),
-        },
-    }
-    if ok {
-        exit::OK
-    } else {
-        exit::RUNTIME
-    }
 }

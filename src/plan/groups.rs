@@ -1,0 +1,101 @@
+//! Group planning: assigned groups, their memberships, and groups that left scope.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::{diff, group_users, managed, Op, Planner};
+use crate::state::SkippedRow;
+
+/// Plans assigned groups, their members and the deletion of groups that left scope.
+pub(super) fn plan_groups(p: &mut Planner<'_>) {
+    let (mirror, mapping, options) = (p.mirror, p.mapping, p.options);
+    let mut wanted = BTreeSet::new();
+    for gid in &mirror.assigned_groups {
+        let Some(group) = mirror.groups.get(gid) else {
+            continue;
+        };
+        let attrs = mapping.map_group(gid, &group.props);
+        if p.held.contains(gid) {
+            p.out.held += 1;
+            wanted.insert(gid.as_str());
+            continue;
+        }
+        let Some(name) = attrs
+            .get("displayName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            p.out.skipped.push(SkippedRow {
+                entra_id: gid.clone(),
+                kind: "group".into(),
+                reason: "no displayName".into(),
+            });
+            continue;
+        };
+        wanted.insert(gid.as_str());
+        let pushed_members = p.snapshot_groups.get(gid).map(|g| &g.members);
+        let members: BTreeSet<String> = group_users(mirror, gid, options.group_members)
+            .into_iter()
+            .filter(|u| {
+                p.active.contains(u)
+                    || (p.protected.contains(u) && pushed_members.is_some_and(|m| m.contains(u)))
+            })
+            .collect();
+        let pushed_members = match p.snapshot_groups.get(gid) {
+            None => {
+                p.out.ops.push(Op::CreateGroup {
+                    entra_id: gid.clone(),
+                    display_name: name.clone(),
+                    attrs,
+                });
+                BTreeSet::new()
+            }
+            Some(have) => {
+                let paths = mapping.group.iter().map(|a| a.scim_path.as_str());
+                let changes = diff(&attrs, &managed(&have.attrs, paths));
+                if !changes.is_empty() {
+                    p.out.ops.push(Op::UpdateGroup {
+                        entra_id: gid.clone(),
+                        scim_id: have.scim_id.clone(),
+                        display_name: name.clone(),
+                        changes,
+                        attrs,
+                    });
+                }
+                have.members.clone()
+            }
+        };
+        let adds: Vec<String> = members.difference(&pushed_members).cloned().collect();
+        let removes: Vec<String> = pushed_members.difference(&members).cloned().collect();
+        if !adds.is_empty() {
+            p.out.ops.push(Op::AddMembers {
+                group: gid.clone(),
+                display_name: name.clone(),
+                users: adds,
+            });
+        }
+        if !removes.is_empty() {
+            p.out.ops.push(Op::RemoveMembers {
+                group: gid.clone(),
+                display_name: name,
+                users: removes,
+            });
+        }
+    }
+    if !options.delete_groups_out_of_scope {
+        return;
+    }
+    for (gid, have) in p.snapshot_groups {
+        if wanted.contains(gid.as_str()) || p.out.skipped.iter().any(|s| &s.entra_id == gid) {
+            continue;
+        }
+        if !p.hold(gid) {
+            p.out.ops.push(Op::DeleteGroup {
+                entra_id: gid.clone(),
+                scim_id: have.scim_id.clone(),
+                display_name: have.display_name.clone(),
+            });
+        }
+    }
+}

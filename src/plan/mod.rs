@@ -1,0 +1,472 @@
+//! The planner: (mirror ∩ scope, snapshot, mapping) → ordered operations. Pure: no I/O.
+//!
+//! Desired state is recomputed from the mirror every cycle, so an interrupted or failed
+//! push needs no recovery: the next plan contains whatever is still missing.
+
+mod groups;
+mod scope;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde_json::Value;
+
+use crate::config::GroupMembers;
+use crate::mapping::{AttrText, Attrs, Mapping};
+use crate::state::{MirrorData, MirrorUser, SkippedRow, SnapGroup, SnapUser, Snapshot};
+
+/// One attribute difference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub path: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// One operation against HERE. Members are Entra ids; SCIM ids are resolved at push time,
+/// after the users they name exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `attrs` are the user's attributes as canonical JSON (compact: a plan may hold
+    /// one of these per user of a large tenant).
+    CreateUser {
+        entra_id: String,
+        user_name: String,
+        attrs: AttrText,
+    },
+    /// Attribute changes; `reactivate` when the user comes back (active false → true).
+    UpdateUser {
+        entra_id: String,
+        scim_id: String,
+        user_name: String,
+        changes: Vec<Change>,
+        attrs: AttrText,
+        reactivate: bool,
+    },
+    /// Sets or clears the manager reference (after both users exist).
+    SetManager {
+        entra_id: String,
+        user_name: String,
+        manager: Option<String>,
+    },
+    DeactivateUser {
+        entra_id: String,
+        scim_id: String,
+        user_name: String,
+        attrs: AttrText,
+    },
+    CreateGroup {
+        entra_id: String,
+        display_name: String,
+        attrs: Attrs,
+    },
+    UpdateGroup {
+        entra_id: String,
+        scim_id: String,
+        display_name: String,
+        changes: Vec<Change>,
+        attrs: Attrs,
+    },
+    AddMembers {
+        group: String,
+        display_name: String,
+        users: Vec<String>,
+    },
+    RemoveMembers {
+        group: String,
+        display_name: String,
+        users: Vec<String>,
+    },
+    DeleteGroup {
+        entra_id: String,
+        scim_id: String,
+        display_name: String,
+    },
+}
+
+/// The push stages, in the order that can't break (architecture invariant 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Users,
+    Managers,
+    Groups,
+    MemberAdds,
+    MemberRemovals,
+    GroupDeletions,
+    Deactivations,
+}
+
+impl Op {
+    /// Which stage this operation runs in.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Op::CreateUser { .. } | Op::UpdateUser { .. } => Stage::Users,
+            Op::SetManager { .. } => Stage::Managers,
+            Op::CreateGroup { .. } | Op::UpdateGroup { .. } => Stage::Groups,
+            Op::AddMembers { .. } => Stage::MemberAdds,
+            Op::RemoveMembers { .. } => Stage::MemberRemovals,
+            Op::DeleteGroup { .. } => Stage::GroupDeletions,
+            Op::DeactivateUser { .. } => Stage::Deactivations,
+        }
+    }
+
+    /// The log name of the operation (`op=` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateUser { .. } => "create_user",
+            Op::UpdateUser {
+                reactivate: true, ..
+            } => "reactivate_user",
+            Op::UpdateUser { .. } => "update_user",
+            Op::SetManager { .. } => "set_manager",
+            Op::DeactivateUser { .. } => "deactivate_user",
+            Op::CreateGroup { .. } => "create_group",
+            Op::UpdateGroup { .. } => "update_group",
+            Op::AddMembers { .. } => "add_members",
+            Op::RemoveMembers { .. } => "remove_members",
+            Op::DeleteGroup { .. } => "delete_group",
+        }
+    }
+
+    /// The Entra id of the object the operation changes.
+    pub fn entra_id(&self) -> &str {
+        match self {
+            Op::CreateUser { entra_id, .. }
+            | Op::UpdateUser { entra_id, .. }
+            | Op::SetManager { entra_id, .. }
+            | Op::DeactivateUser { entra_id, .. }
+            | Op::CreateGroup { entra_id, .. }
+            | Op::UpdateGroup { entra_id, .. }
+            | Op::DeleteGroup { entra_id, .. } => entra_id,
+            Op::AddMembers { group, .. } | Op::RemoveMembers { group, .. } => group,
+        }
+    }
+
+    /// The userName or group displayName operators know the object by.
+    pub fn object_name(&self) -> &str {
+        match self {
+            Op::CreateUser { user_name, .. }
+            | Op::UpdateUser { user_name, .. }
+            | Op::SetManager { user_name, .. }
+            | Op::DeactivateUser { user_name, .. } => user_name,
+            Op::CreateGroup { display_name, .. }
+            | Op::UpdateGroup { display_name, .. }
+            | Op::AddMembers { display_name, .. }
+            | Op::RemoveMembers { display_name, .. }
+            | Op::DeleteGroup { display_name, .. } => display_name,
+        }
+    }
+
+    /// `user` or `group`.
+    pub fn kind(&self) -> &'static str {
+        match self.stage() {
+            Stage::Users | Stage::Managers | Stage::Deactivations => "user",
+            _ => "group",
+        }
+    }
+}
+
+/// Settings the planner needs.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub group_members: GroupMembers,
+    pub delete_groups_out_of_scope: bool,
+}
+
+/// The planner's output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// In-scope objects whose source data cannot be provisioned.
+    pub skipped: Vec<SkippedRow>,
+    /// Objects left alone because they wait in escrow.
+    pub held: usize,
+}
+
+impl Plan {
+    /// Users the plan deactivates (the brake counts these).
+    pub fn deactivations(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o, Op::DeactivateUser { .. }))
+            .count()
+    }
+
+    /// Groups the plan deletes (the brake counts these).
+    pub fn group_deletions(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o, Op::DeleteGroup { .. }))
+            .count()
+    }
+}
+
+/// What the planner wants for one in-scope user.
+struct DesiredUser {
+    user_name: String,
+    attrs: Attrs,
+    active: bool,
+    manager: Option<String>,
+}
+
+/// A manager reference to decide once every user has been seen.
+struct ManagerRef {
+    entra_id: String,
+    user_name: String,
+    wanted: Option<String>,
+    pushed: Option<String>,
+}
+
+/// The planner. Users pass one at a time ([`Planner::user`]) so a tenant of any size is
+/// planned without holding every user in memory; groups, assignments and the snapshot's
+/// groups are small and held whole. Pure: no I/O.
+pub struct Planner<'a> {
+    mirror: &'a MirrorData,
+    snapshot_groups: &'a BTreeMap<String, SnapGroup>,
+    mapping: &'a Mapping,
+    held: &'a BTreeSet<String>,
+    options: &'a PlanOptions,
+    /// Users assigned directly or through an assigned group (existence checked per user).
+    candidates: BTreeSet<String>,
+    /// Users that end this plan active in HERE (group members and managers come from these).
+    active: HashSet<String>,
+    /// Pushed, active users skipped for bad source data: left as they are, memberships too.
+    protected: HashSet<String>,
+    managers: Vec<ManagerRef>,
+    out: Plan,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner over the mirror's groups and assignments (`mirror.users` is not read).
+    pub fn new(
+        mirror: &'a MirrorData,
+        snapshot_groups: &'a BTreeMap<String, SnapGroup>,
+        mapping: &'a Mapping,
+        held: &'a BTreeSet<String>,
+        options: &'a PlanOptions,
+    ) -> Planner<'a> {
+        Planner {
+            candidates: scope_candidates(mirror, options.group_members),
+            mirror,
+            snapshot_groups,
+            mapping,
+            held,
+            options,
+            active: HashSet::new(),
+            protected: HashSet::new(),
+            managers: Vec::new(),
+            out: Plan::default(),
+        }
+    }
+
+    fn hold(&mut self, id: &str) -> bool {
+        let held = self.held.contains(id);
+        self.out.held += held as usize;
+        held
+    }
+
+    /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
+    pub fn user(&mut self, id: &str, mirror: Option<&MirrorUser>, pushed: Option<&SnapUser>) {
+        let in_scope = mirror.filter(|u| !u.soft_deleted && self.candidates.contains(id));
+        let Some(user) = in_scope else {
+            if let Some(have) = pushed.filter(|h| h.active) {
+                if !self.hold(id) {
+                    self.out.ops.push(deactivate(id, have));
+                }
+            }
+            return;
+        };
+        let want = match self.desired(id, user) {
+            Ok(want) => want,
+            Err(reason) => {
+                self.out.skipped.push(SkippedRow {
+                    entra_id: id.to_string(),
+                    kind: "user".into(),
+                    reason,
+                });
+                if pushed.is_some_and(|h| h.active) {
+                    self.protected.insert(id.to_string());
+                }
+                return;
+            }
+        };
+        if want.active {
+            self.active.insert(id.to_string());
+        }
+        if self.hold(id) {
+            return;
+        }
+        if want.active && self.mapping.manager {
+            self.managers.push(ManagerRef {
+                entra_id: id.to_string(),
+                user_name: want.user_name.clone(),
+                wanted: want.manager.clone(),
+                pushed: pushed.and_then(|h| h.manager.clone()),
+            });
+        }
+        if let Some(op) = plan_user(id, want, pushed, self.mapping) {
+            self.out.ops.push(op);
+        }
+    }
+
+    fn desired(&self, id: &str, user: &MirrorUser) -> Result<DesiredUser, String> {
+        let mut attrs = self.mapping.map_user(id, &user.props);
+        if let Some(reason) = bad_user_record(&user.props, &attrs) {
+            return Err(reason);
+        }
+        let user_name = attrs
+            .get("userName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "the source of userName is empty".to_string())?;
+        let active = user.props.get("accountEnabled").and_then(Value::as_bool) != Some(false);
+        attrs.insert("active".into(), Value::Bool(active));
+        Ok(DesiredUser {
+            user_name,
+            attrs,
+            active,
+            manager: user
+                .props
+                .get("manager")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+
+    /// Completes the plan: manager references, groups and memberships, the order.
+    pub fn finish(mut self) -> Plan {
+        for m in std::mem::take(&mut self.managers) {
+            let wanted = m.wanted.filter(|w| self.active.contains(w));
+            let kept = m
+                .pushed
+                .as_ref()
+                .is_some_and(|p| self.protected.contains(p));
+            if wanted != m.pushed && !kept {
+                self.out.ops.push(Op::SetManager {
+                    entra_id: m.entra_id,
+                    user_name: m.user_name,
+                    manager: wanted,
+                });
+            }
+        }
+        groups::plan_groups(&mut self);
+        self.out.ops.sort_by(|a, b| {
+            (a.stage(), a.object_name(), a.entra_id()).cmp(&(
+                b.stage(),
+                b.object_name(),
+                b.entra_id(),
+            ))
+        });
+        self.out
+    }
+}
+
+/// Plans from whole in-memory inputs (tests, small tenants); production streams users
+/// through [`Planner`] instead.
+pub fn plan(
+    mirror: &MirrorData,
+    snapshot: &Snapshot,
+    mapping: &Mapping,
+    held: &BTreeSet<String>,
+    options: &PlanOptions,
+) -> Plan {
+    let mut planner = Planner::new(mirror, &snapshot.groups, mapping, held, options);
+    let ids: BTreeSet<&String> = mirror.users.keys().chain(snapshot.users.keys()).collect();
+    for id in ids {
+        planner.user(id, mirror.users.get(id), snapshot.users.get(id));
+    }
+    planner.finish()
+}
+
+fn deactivate(id: &str, have: &SnapUser) -> Op {
+    let mut attrs = have.attrs.clone();
+    attrs.insert("active".into(), Value::Bool(false));
+    Op::DeactivateUser {
+        entra_id: id.to_string(),
+        scim_id: have.scim_id.clone(),
+        user_name: have.user_name.clone(),
+        attrs: AttrText::from_attrs(&attrs),
+    }
+}
+
+fn plan_user(
+    id: &str,
+    want: DesiredUser,
+    pushed: Option<&SnapUser>,
+    mapping: &Mapping,
+) -> Option<Op> {
+    let Some(have) = pushed else {
+        return want.active.then(|| Op::CreateUser {
+            entra_id: id.to_string(),
+            user_name: want.user_name,
+            attrs: AttrText::from_attrs(&want.attrs),
+        });
+    };
+    match (have.active, want.active) {
+        (true, false) => Some(deactivate(id, have)),
+        (false, false) => None,
+        (was_active, true) => {
+            let paths = mapping.user_paths().chain(["active"]);
+            let changes = diff(&want.attrs, &managed(&have.attrs, paths));
+            (!changes.is_empty()).then(|| Op::UpdateUser {
+                entra_id: id.to_string(),
+                scim_id: have.scim_id.clone(),
+                user_name: want.user_name,
+                changes,
+                attrs: AttrText::from_attrs(&want.attrs),
+                reactivate: !was_active,
+            })
+        }
+    }
+}
+
+/// Why a user's source record cannot be provisioned, if it can't.
+fn bad_user_record(props: &serde_json::Map<String, Value>, attrs: &Attrs) -> Option<String> {
+    let upn = props
+        .get("userPrincipalName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if upn.trim().is_empty() {
+        return Some("no userPrincipalName".into());
+    }
+    if upn.chars().any(char::is_control) || upn.len() > 1024 {
+        return Some("userPrincipalName has control characters or is over 1024 bytes".into());
+    }
+    attrs.iter().find_map(|(path, v)| {
+        let text = v.as_str()?;
+        (text.len() > 4096 || text.chars().any(|c| c.is_control() && c != '\n'))
+            .then(|| format!("{path} is over 4096 bytes or has control characters"))
+    })
+}
+
+/// Attribute differences. `diff` compares every path; the planner compares only the paths
+/// the mapping manages (see [`managed`]).
+pub fn diff(desired: &Attrs, pushed: &Attrs) -> Vec<Change> {
+    let paths: BTreeSet<&String> = desired.keys().chain(pushed.keys()).collect();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let (new, old) = (desired.get(p), pushed.get(p));
+            (new != old).then(|| Change {
+                path: p.clone(),
+                old: old.cloned(),
+                new: new.cloned(),
+            })
+        })
+        .collect()
+}
+
+/// The pushed attributes on the paths the mapping still manages. An attribute switched off
+/// in the mapping is no longer managed: it is left as it is in HERE, not removed (as Entra
+/// does when a mapping is deleted); only an attribute whose *source* became empty is removed.
+fn managed<'a>(pushed: &Attrs, paths: impl IntoIterator<Item = &'a str>) -> Attrs {
+    paths
+        .into_iter()
+        .filter_map(|p| pushed.get_key_value(p))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub use scope::{group_users, scope_candidates, users_in_scope};
+
+#[cfg(test)]
+mod tests;

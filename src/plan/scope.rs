@@ -1,0 +1,45 @@
+//! Who is in scope: Entra's rules for "sync only assigned users and groups".
+
+use std::collections::BTreeSet;
+
+use crate::config::GroupMembers;
+use crate::state::MirrorData;
+
+/// Which users are in scope: directly assigned, plus members of assigned groups (direct
+/// members, or through nesting when `transitive`), that exist and are not soft-deleted.
+pub fn users_in_scope(mirror: &MirrorData, members: GroupMembers) -> BTreeSet<String> {
+    let mut scope = scope_candidates(mirror, members);
+    scope.retain(|id| mirror.users.get(id).is_some_and(|u| !u.soft_deleted));
+    scope
+}
+
+/// Users assigned directly or through an assigned group, whether or not they still exist
+/// (the planner checks existence as users stream past).
+pub fn scope_candidates(mirror: &MirrorData, members: GroupMembers) -> BTreeSet<String> {
+    let mut scope: BTreeSet<String> = mirror.assigned_users.clone();
+    for gid in &mirror.assigned_groups {
+        scope.extend(group_users(mirror, gid, members));
+    }
+    scope
+}
+
+/// A group's member users, direct or through nested groups (cycle-safe).
+pub fn group_users(mirror: &MirrorData, gid: &str, members: GroupMembers) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::from([gid.to_string()]);
+    let mut todo = vec![gid.to_string()];
+    while let Some(g) = todo.pop() {
+        let Some(group) = mirror.groups.get(&g) else {
+            continue;
+        };
+        out.extend(group.user_members.iter().cloned());
+        if members == GroupMembers::Transitive {
+            for nested in &group.group_members {
+                if seen.insert(nested.clone()) {
+                    todo.push(nested.clone());
+                }
+            }
+        }
+    }
+    out
+}
