@@ -65,20 +65,48 @@ pub struct SyncArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Provision one user now (userPrincipalName or object id), printing each step.
+    #[arg(long, value_name = "UPN_OR_ID", conflicts_with_all = ["full", "json", "allow_mass_deactivation"])]
+    pub user: Option<String>,
 }
 
-/// Options of `demo`.
-#[derive(Debug, Args, Clone)]
+/// Options of `demo` (the benchmark uses the same engine with more of them).
+#[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Users in the simulated tenant.
     #[arg(long, default_value_t = 200)]
     pub users: usize,
-    /// Groups in the simulated tenant.
+    /// Groups in the simulated tenant (all assigned).
     #[arg(long, default_value_t = 10)]
     pub groups: usize,
-    /// Print both cycles' summaries as JSON.
+    /// Direct members per group (default: users / groups, at most 50).
+    #[arg(long)]
+    pub members_per_group: Option<usize>,
+    /// Latency the simulated HERE adds to every request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Parallel SCIM requests (here.max_concurrency; default 16).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Entries per simulated Graph delta page (default: small pages, 4 users / 2 groups).
+    #[arg(long)]
+    pub page_size: Option<usize>,
+    /// Change this percentage of users before the incremental cycle (default: a fixed
+    /// handful of illustrative changes).
+    #[arg(long)]
+    pub churn: Option<f64>,
+    /// Run the simulator in a child process, so the peak RSS is the engine's alone.
+    #[arg(long)]
+    pub sim_process: bool,
+    /// Print the cycles' summaries and measurements as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Internal: serve the simulator for a `--sim-process` parent.
+    #[arg(long, hide = true)]
+    pub serve_simulator: bool,
+    /// Internal: where `--serve-simulator` writes its config.
+    #[arg(long, hide = true)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -145,6 +173,12 @@ fn sync(cfg: &Config, args: &SyncArgs) -> i32 {
             return exit::RUNTIME;
         }
     };
+    if let Some(user) = &args.user {
+        let mut stdout = std::io::stdout();
+        let on_demand =
+            crate::ondemand::provision_user(cfg, &mut state, user, args.dry_run, &mut stdout);
+        return runtime().block_on(on_demand);
+    }
     let opts = CycleOptions {
         dry_run: args.dry_run,
         full: args.full,

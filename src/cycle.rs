@@ -121,7 +121,27 @@ pub async fn run_cycle(
             tracing::error!(error = %e, "cannot record the run in the state");
         }
     }
+    if !opts.dry_run {
+        prune_history(cfg, state);
+    }
     summary
+}
+
+/// Applies `state.history_days`: history older than that is deleted at the end of a cycle.
+fn prune_history(cfg: &Config, state: &mut State) {
+    if cfg.state.history_days == 0 {
+        return;
+    }
+    let cutoff = crate::state::now() - i64::from(cfg.state.history_days) * 86_400;
+    match state.prune_history(cutoff) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            rows = n,
+            history_days = cfg.state.history_days,
+            "pruned operation history older than state.history_days"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot prune the operation history"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -135,6 +155,7 @@ async fn cycle(
     summary: &mut Summary,
     run_id: i64,
 ) -> Result<i32, CycleError> {
+    let started = Instant::now();
     let mapping =
         Mapping::from_config(&cfg.mapping).map_err(|e| CycleError::Mapping(e.to_string()))?;
     let graph = GraphClient::new(&cfg.graph, cfg.here.timeout)?;
@@ -153,6 +174,12 @@ async fn cycle(
     .await;
     summary.graph_requests = graph.request_count();
     let read = read?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        pages = read.pages,
+        entries = read.entries,
+        "Graph read committed"
+    );
     summary.resynced = read.resynced.iter().map(|s| s.to_string()).collect();
     let directory = state.load_directory()?;
     let snapshot_groups = state.load_snapshot_groups()?;
@@ -161,13 +188,20 @@ async fn cycle(
         group_members: cfg.sync.group_members,
         delete_groups_out_of_scope: cfg.sync.delete_groups_out_of_scope,
     };
-    let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options);
+    let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options)
+        .with_scope_filter(cfg.sync.scope_filter.clone());
     state.for_each_user(|id, user, pushed| planner.user(id, user.as_ref(), pushed.as_ref()))?;
     let plan = planner.finish();
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        operations = plan.ops.len(),
+        "plan ready"
+    );
     drop((directory, snapshot_groups));
     summary.skipped = plan.skipped.len();
     summary.held = plan.held;
     summary.planned = plan.ops.len();
+    summary.minimal_requests = plan.minimal_requests(cfg.here.max_members_per_patch);
     for s in &plan.skipped {
         tracing::warn!(entra_id = %s.entra_id, kind = %s.kind, reason = %s.reason, "skipped: source record cannot be provisioned");
     }
@@ -178,29 +212,22 @@ async fn cycle(
     if let Some(code) = brake(&plan, cfg, opts, summary) {
         return Ok(code);
     }
-    let ctx = PushContext {
-        client: &scim,
-        style: cfg.here.patch_style,
-        max_members_per_patch: cfg.here.max_members_per_patch,
-        max_concurrency: cfg.here.max_concurrency,
-        managed_user_paths: mapping
-            .user_paths()
-            .map(str::to_string)
-            .chain(["active".to_string()])
-            .collect(),
-        run_id,
-        stop,
-    };
+    let ctx = PushContext::new(cfg, &scim, &mapping, run_id, stop);
     let pushed = push(&ctx, plan.ops, state, summary, &mut |d, t| {
         progress.pushed(d, t)
     })
     .await;
     summary.scim_requests = scim.request_count();
+    summary.scim_requests_by_kind = scim.request_counts();
     if let Err(PushError::Quarantined { .. }) = &pushed {
         state.set_setting(QUARANTINE_KEY, &(quarantine_level(state) + 1).to_string())?;
     } else if pushed.is_ok() && quarantine_level(state) != 0 {
         state.set_setting(QUARANTINE_KEY, "0")?;
     }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "push finished"
+    );
     pushed?;
     Ok(if summary.failed > 0 {
         exit::PARTIAL
@@ -223,12 +250,8 @@ pub fn quarantine_level(state: &State) -> u32 {
 }
 
 /// Graph user properties the scope filters read (they must be in `$select`).
-fn scope_attributes(cfg: &Config) -> Vec<String> {
-    cfg.sync
-        .scope_filter
-        .iter()
-        .map(|c| c.attribute.clone())
-        .collect()
+pub fn scope_attributes(cfg: &Config) -> Vec<String> {
+    cfg.sync.scope_filter.properties()
 }
 
 /// The mass-deactivation brake (SPEC §1.5): `Some(4)` when the plan must not run.

@@ -11,7 +11,8 @@
 //! - [`scim`] — the SCIM client and PATCH building;
 //! - [`push`] — executes a plan with bounded concurrency, recording acknowledgements;
 //! - [`cycle`] — read → plan → brake → push → report;
-//! - [`daemon`] — the schedule and signals of `run`;
+//! - [`daemon`] — the schedule and signals of `run`; [`metrics`] — its Prometheus endpoint;
+//! - [`ondemand`] — `sync --user`: one user now, every step printed;
 //! - [`report`], [`status`], [`logging`], [`progress`] — what operators see;
 //! - [`cli`] — the command line; [`demo`] and [`sim`] — the simulated tenant and HERE.
 
@@ -38,6 +39,8 @@ pub mod graph;
 pub mod http;
 pub mod logging;
 pub mod mapping;
+pub mod metrics;
+pub mod ondemand;
 pub mod plan;
 pub mod progress;
 pub mod push;

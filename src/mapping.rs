@@ -528,6 +528,13 @@ fn property_source(name: &str, known: &[&str]) -> Result<Source, String> {
     Ok(Source::Property(name.to_string()))
 }
 
+/// Whether `name` is a Graph user property this tool can `$select` and read (a listed
+/// property, `onPremisesExtensionAttributes.extensionAttribute1..15` or a directory
+/// extension); the scope filters use the same rule as the mapping.
+pub fn is_user_property(name: &str) -> bool {
+    USER_PROPERTIES.contains(&name) || is_extension_attribute(name) || is_directory_extension(name)
+}
+
 fn is_extension_attribute(name: &str) -> bool {
     name.strip_prefix("onPremisesExtensionAttributes.extensionAttribute")
         .and_then(|n| n.parse::<u8>().ok())

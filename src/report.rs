@@ -27,6 +27,12 @@ pub struct Summary {
     pub planned: usize,
     pub graph_requests: u64,
     pub scim_requests: u64,
+    /// SCIM requests by `METHOD Resource`, retries included.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scim_requests_by_kind: std::collections::BTreeMap<String, u64>,
+    /// The fewest SCIM requests that could carry out the plan (one per operation, member
+    /// changes in full PATCHes): the yardstick of the benchmark's efficiency.
+    pub minimal_requests: usize,
     pub duration_ms: u64,
     pub dry_run: bool,
     /// Resources read in full again because their delta link was refused.

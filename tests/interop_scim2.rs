@@ -107,7 +107,7 @@ fn retarget(h: &Harness, server: &Server) {
     std::fs::write(h.dir.path().join("here-scim-token"), format!("{TOKEN}\n")).unwrap();
 }
 
-fn user<'a>(users: &'a [Value], i: usize) -> &'a Value {
+fn user(users: &[Value], i: usize) -> &Value {
     users
         .iter()
         .find(|u| u["userName"] == json!(upn(i)))

@@ -135,10 +135,12 @@ pub struct SyncConfig {
     pub max_group_deletions: usize,
     pub group_members: GroupMembers,
     pub delete_groups_out_of_scope: bool,
-    pub scope_filter: Vec<ScopeClause>,
+    /// The attribute scoping filter, compiled and validated at load (see `crate::plan::filter`).
+    pub scope_filter: crate::plan::filter::ScopeFilter,
 }
 
-/// One `[[sync.scope_filter]]` clause (Entra's attribute scoping filter).
+/// One `[[sync.scope_filter]]` clause (Entra's attribute scoping filter), as written.
+/// Clauses with the same `group` must all hold; groups are OR-ed (default group 1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeClause {
@@ -146,6 +148,9 @@ pub struct ScopeClause {
     pub operator: String,
     #[serde(default)]
     pub value: Option<String>,
+    /// Filter group number (1, 2, …); clauses of one group are AND-ed, groups OR-ed.
+    #[serde(default)]
+    pub group: Option<u32>,
 }
 
 /// `[metrics]`: optional Prometheus endpoint.
@@ -154,10 +159,13 @@ pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-/// `[state]`: where the SQLite state lives.
+/// `[state]`: where the SQLite state lives and how long `history` remembers.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub path: PathBuf,
+    /// Operation history older than this many days is pruned at the end of each cycle
+    /// (0 keeps everything).
+    pub history_days: u32,
 }
 
 /// Where log lines go.
@@ -189,6 +197,7 @@ pub struct MappingConfig {
 }
 
 mod raw;
+mod scope;
 pub use raw::SYSLOG_FACILITIES;
 use raw::*;
 
@@ -220,6 +229,7 @@ impl Config {
             metrics: v.metrics(raw.metrics)?,
             state: StateConfig {
                 path: raw.state.path,
+                history_days: raw.state.history_days,
             },
             log: v.log(raw.log)?,
             mapping: raw.mapping,
@@ -445,7 +455,7 @@ impl Validator<'_> {
             max_group_deletions: s.max_group_deletions,
             group_members: s.group_members,
             delete_groups_out_of_scope: s.delete_groups_out_of_scope,
-            scope_filter: s.scope_filter,
+            scope_filter: self.scope_filter(&s.scope_filter)?,
         })
     }
 

@@ -117,12 +117,15 @@ pub(super) struct RawMetrics {
 pub(super) struct RawState {
     #[serde(default = "default_state_path")]
     pub(super) path: PathBuf,
+    #[serde(default = "default_history_days")]
+    pub(super) history_days: u32,
 }
 
 impl Default for RawState {
     fn default() -> Self {
         RawState {
             path: default_state_path(),
+            history_days: default_history_days(),
         }
     }
 }
@@ -179,6 +182,9 @@ pub(super) fn default_group_members() -> GroupMembers {
 }
 pub(super) fn default_state_path() -> PathBuf {
     PathBuf::from("/var/lib/entra-here-sync/state.db")
+}
+pub(super) fn default_history_days() -> u32 {
+    400
 }
 pub(super) fn default_log_target() -> LogTarget {
     LogTarget::Syslog

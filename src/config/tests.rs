@@ -30,6 +30,8 @@ fn minimal_config_gets_spec_defaults() {
     assert_eq!(c.sync.max_deactivations, 500);
     assert_eq!(c.sync.max_group_deletions, 50);
     assert_eq!(c.sync.group_members, GroupMembers::Direct);
+    assert!(c.sync.scope_filter.is_empty());
+    assert_eq!(c.state.history_days, 400);
     assert_eq!(c.log.target, LogTarget::Syslog);
     assert_eq!(c.graph.graph_url.as_str(), "https://graph.microsoft.com/");
     assert_eq!(

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, Schedule};
 use crate::cycle::{exit, quarantine_level, run_cycle, CycleOptions, Quiet};
+use crate::metrics::{Metrics, MetricsServer};
 use crate::report::Summary;
 use crate::state::State;
 use schedule::{human, Ticker};
@@ -65,6 +66,10 @@ pub async fn run(cfg: Config) -> i32 {
             return exit::RUNTIME;
         }
     };
+    let metrics = match start_metrics(&cfg, &state).await {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     let ticker = match Ticker::start(&cfg.schedule.when).await {
         Ok(t) => t,
         Err(e) => {
@@ -82,6 +87,7 @@ pub async fn run(cfg: Config) -> i32 {
         _events_tx: events_tx,
         backoff_until: None,
         status: "started".into(),
+        metrics,
     };
     tracing::info!(
         schedule = %describe(&daemon.cfg.schedule.when),
@@ -106,6 +112,30 @@ pub async fn run(cfg: Config) -> i32 {
     let _ = tokio::time::timeout(Duration::from_secs(1), ticker.shutdown()).await;
     drop(state);
     exit::OK
+}
+
+/// Starts the metrics endpoint when `[metrics] listen` is set; an address that cannot be
+/// bound stops the daemon at start (exit 1) rather than running unobserved.
+async fn start_metrics(
+    cfg: &Config,
+    state: &State,
+) -> Result<Option<(Arc<Metrics>, MetricsServer)>, i32> {
+    let Some(listen) = cfg.metrics.listen else {
+        return Ok(None);
+    };
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_state(state);
+    match crate::metrics::serve(listen, metrics.clone()).await {
+        Ok(server) => {
+            tracing::info!(listen = %server.addr, "metrics at http://{}/metrics", server.addr);
+            Ok(Some((metrics, server)))
+        }
+        Err(e) => {
+            tracing::error!(listen = %listen, error = %e, "cannot serve metrics.listen");
+            eprintln!("entra-here-sync: cannot listen on metrics.listen = {listen}: {e}");
+            Err(exit::RUNTIME)
+        }
+    }
 }
 
 fn describe(when: &Schedule) -> String {
@@ -160,6 +190,8 @@ struct Daemon {
     backoff_until: Option<Instant>,
     /// The last STATUS= line sent to systemd.
     status: String,
+    /// The Prometheus endpoint (`[metrics] listen`), when configured.
+    metrics: Option<(Arc<Metrics>, MetricsServer)>,
 }
 
 impl Daemon {
@@ -248,6 +280,9 @@ impl Daemon {
             );
             return false;
         };
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.record_cycle(&summary, &self.state);
+        }
         self.after_cycle(&summary, started.elapsed()).await;
         if reload_pending && !self.stop.load(Ordering::SeqCst) {
             self.reload().await;

@@ -165,7 +165,7 @@ impl GraphClient {
     /// Every (principal id, principal type) assigned to the app, all pages.
     pub async fn assignments(&self) -> Result<Vec<(String, String)>, GraphError> {
         let mut url = self.url(&format!(
-            "servicePrincipals/{}/appRoleAssignedTo",
+            "servicePrincipals/{}/appRoleAssignedTo?$top=999&$select=principalId,principalType,deletedDateTime",
             self.service_principal_id
         ));
         let mut out = Vec::new();

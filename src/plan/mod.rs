@@ -3,6 +3,7 @@
 //! Desired state is recomputed from the mirror every cycle, so an interrupted or failed
 //! push needs no recovery: the next plan contains whatever is still missing.
 
+pub mod filter;
 mod groups;
 mod scope;
 
@@ -48,11 +49,13 @@ pub enum Op {
         user_name: String,
         manager: Option<String>,
     },
+    /// `reason` says why, for the log and `history` (unassigned, disabled, filtered out…).
     DeactivateUser {
         entra_id: String,
         scim_id: String,
         user_name: String,
         attrs: AttrText,
+        reason: String,
     },
     CreateGroup {
         entra_id: String,
@@ -191,6 +194,21 @@ impl Plan {
             .count()
     }
 
+    /// The fewest SCIM requests that carry out this plan: one per operation, membership
+    /// changes in PATCHes of `max_members_per_patch`.
+    pub fn minimal_requests(&self, max_members_per_patch: usize) -> usize {
+        let per_patch = max_members_per_patch.max(1);
+        self.ops
+            .iter()
+            .map(|o| match o {
+                Op::AddMembers { users, .. } | Op::RemoveMembers { users, .. } => {
+                    users.len().div_ceil(per_patch)
+                }
+                _ => 1,
+            })
+            .sum()
+    }
+
     /// Groups the plan deletes (the brake counts these).
     pub fn group_deletions(&self) -> usize {
         self.ops
@@ -226,12 +244,14 @@ pub struct Planner<'a> {
     held: &'a BTreeSet<String>,
     options: &'a PlanOptions,
     /// Users assigned directly or through an assigned group (existence checked per user).
-    candidates: BTreeSet<String>,
+    candidates: HashSet<String>,
     /// Users that end this plan active in HERE (group members and managers come from these).
     active: HashSet<String>,
     /// Pushed, active users skipped for bad source data: left as they are, memberships too.
     protected: HashSet<String>,
     managers: Vec<ManagerRef>,
+    /// The attribute scoping filter (empty: every candidate is in scope).
+    filter: filter::ScopeFilter,
     out: Plan,
 }
 
@@ -245,7 +265,9 @@ impl<'a> Planner<'a> {
         options: &'a PlanOptions,
     ) -> Planner<'a> {
         Planner {
-            candidates: scope_candidates(mirror, options.group_members),
+            candidates: scope_candidates(mirror, options.group_members)
+                .into_iter()
+                .collect(),
             mirror,
             snapshot_groups,
             mapping,
@@ -254,8 +276,37 @@ impl<'a> Planner<'a> {
             active: HashSet::new(),
             protected: HashSet::new(),
             managers: Vec::new(),
+            filter: filter::ScopeFilter::default(),
             out: Plan::default(),
         }
+    }
+
+    /// Applies the attribute scoping filter (`[[sync.scope_filter]]`): a candidate that
+    /// does not match is out of scope, exactly like an unassigned user.
+    pub fn with_scope_filter(mut self, filter: filter::ScopeFilter) -> Planner<'a> {
+        self.filter = filter;
+        self
+    }
+
+    /// Declares a user active in HERE without planning it: a partial plan (provisioning on
+    /// demand plans one user) keeps manager references to users it does not plan.
+    pub fn assume_active(&mut self, id: &str) {
+        self.active.insert(id.to_string());
+    }
+
+    /// Why a user is out of scope, or `None` when in scope. Reasons are written only for
+    /// users HERE has active (the others need none), so most users cost no allocation.
+    fn out_of_scope(&self, id: &str, mirror: Option<&MirrorUser>) -> Option<OutOfScope> {
+        let Some(user) = mirror else {
+            return Some(OutOfScope::Deleted);
+        };
+        if user.soft_deleted {
+            return Some(OutOfScope::SoftDeleted);
+        }
+        if !self.candidates.contains(id) {
+            return Some(OutOfScope::NotAssigned);
+        }
+        (!self.filter.matches(&user.props)).then_some(OutOfScope::Filtered)
     }
 
     fn hold(&mut self, id: &str) -> bool {
@@ -266,11 +317,13 @@ impl<'a> Planner<'a> {
 
     /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
     pub fn user(&mut self, id: &str, mirror: Option<&MirrorUser>, pushed: Option<&SnapUser>) {
-        let in_scope = mirror.filter(|u| !u.soft_deleted && self.candidates.contains(id));
-        let Some(user) = in_scope else {
+        let why = self.out_of_scope(id, mirror);
+        let (Some(user), None) = (mirror, why) else {
             if let Some(have) = pushed.filter(|h| h.active) {
                 if !self.hold(id) {
-                    self.out.ops.push(deactivate(id, have));
+                    let reason = why.map(|w| w.text(&self.filter, mirror));
+                    let op = deactivate(id, have, reason.unwrap_or_default());
+                    self.out.ops.push(op);
                 }
             }
             return;
@@ -295,12 +348,14 @@ impl<'a> Planner<'a> {
         if self.hold(id) {
             return;
         }
-        if want.active && self.mapping.manager {
+        let pushed_manager = pushed.and_then(|h| h.manager.as_ref());
+        let references = want.manager.is_some() || pushed_manager.is_some();
+        if want.active && self.mapping.manager && references {
             self.managers.push(ManagerRef {
                 entra_id: id.to_string(),
                 user_name: want.user_name.clone(),
                 wanted: want.manager.clone(),
-                pushed: pushed.and_then(|h| h.manager.clone()),
+                pushed: pushed_manager.cloned(),
             });
         }
         if let Some(op) = plan_user(id, want, pushed, self.mapping) {
@@ -377,7 +432,31 @@ pub fn plan(
     planner.finish()
 }
 
-fn deactivate(id: &str, have: &SnapUser) -> Op {
+/// Why a user left scope (see [`Planner::out_of_scope`]).
+#[derive(Debug, Clone, Copy)]
+enum OutOfScope {
+    Deleted,
+    SoftDeleted,
+    NotAssigned,
+    Filtered,
+}
+
+impl OutOfScope {
+    fn text(self, filter: &filter::ScopeFilter, user: Option<&MirrorUser>) -> String {
+        match self {
+            OutOfScope::Deleted => "deleted in Entra".into(),
+            OutOfScope::SoftDeleted => "deleted in Entra (soft delete, restorable)".into(),
+            OutOfScope::NotAssigned => {
+                "no longer assigned to the app (directly or through an assigned group)".into()
+            }
+            OutOfScope::Filtered => user
+                .and_then(|u| filter.check(&u.props).err())
+                .unwrap_or_else(|| "filtered out by the scope filter".into()),
+        }
+    }
+}
+
+fn deactivate(id: &str, have: &SnapUser, reason: String) -> Op {
     let mut attrs = have.attrs.clone();
     attrs.insert("active".into(), Value::Bool(false));
     Op::DeactivateUser {
@@ -385,6 +464,7 @@ fn deactivate(id: &str, have: &SnapUser) -> Op {
         scim_id: have.scim_id.clone(),
         user_name: have.user_name.clone(),
         attrs: AttrText::from_attrs(&attrs),
+        reason,
     }
 }
 
@@ -402,7 +482,11 @@ fn plan_user(
         });
     };
     match (have.active, want.active) {
-        (true, false) => Some(deactivate(id, have)),
+        (true, false) => Some(deactivate(
+            id,
+            have,
+            "disabled in Entra (accountEnabled = false)".into(),
+        )),
         (false, false) => None,
         (was_active, true) => {
             let paths = mapping.user_paths().chain(["active"]);

@@ -345,42 +345,6 @@ fn reactivation_when_user_comes_back() {
 }
 
 #[test]
-fn deactivation_reasons() {
-    let cases = [
-        ("disable u1", "u1"),
-        ("unassign u1", "u1"),
-        ("soft u1", "u1"),
-        ("hard u1", "u1"),
-        ("unset u1 userPrincipalName; unassign u1", "u1"),
-        ("leave u3 g1", "u3"),
-        ("disable u3", "u3"),
-        ("soft u3", "u3"),
-        ("hard u3", "u3"),
-    ];
-    for (script, id) in cases {
-        let (_, snap, p) = after(script);
-        let want = match id {
-            "u3" => "remove_members g1, deactivate_user u3",
-            _ => "deactivate_user u1",
-        };
-        assert_eq!(ops(&p), want, "{script}");
-        assert_eq!((p.deactivations(), p.group_deletions()), (1, 0));
-        let mut was = snap.users[id].attrs.clone();
-        was.insert("active".into(), json!(false));
-        let deactivate = Op::DeactivateUser {
-            entra_id: id.into(),
-            scim_id: format!("s-{id}"),
-            user_name: format!("{id}@x.example"),
-            attrs: AttrText::from_attrs(&was),
-        };
-        assert_eq!(p.ops.last(), Some(&deactivate), "{script}");
-        if id == "u3" {
-            assert_eq!(users(&p.ops[0]), ["u3"], "{script}: only active members");
-        }
-    }
-}
-
-#[test]
 fn disabled_never_pushed_user_is_not_created_nor_a_member() {
     let mut m = base();
     act(&mut m, "disable u3");
@@ -647,3 +611,6 @@ fn counts_of_deactivations_and_group_deletions() {
     let keep = run_with(&m, &snap, &[], &opts(GroupMembers::Direct, false));
     assert_eq!((keep.deactivations(), keep.group_deletions()), (3, 0));
 }
+
+#[path = "scope_tests.rs"]
+mod scope_tests;

@@ -104,6 +104,8 @@ pub struct ScimClient {
     retry: RetryPolicy,
     limiter: DefaultDirectRateLimiter,
     requests: Arc<AtomicU64>,
+    /// Requests by `METHOD Resource` (e.g. `POST Users`), for the summary and benchmarks.
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl ScimClient {
@@ -124,12 +126,28 @@ impl ScimClient {
             retry: RetryPolicy::default(),
             limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(burst.min(rps))),
             requests: Arc::new(AtomicU64::new(0)),
+            by_kind: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
     /// Requests made so far, retries included.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests made so far by `METHOD Resource`, retries included.
+    pub fn request_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_kind
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn count(&self, method: &Method, path: &str) {
+        let resource = path.split(['/', '?']).next().unwrap_or(path);
+        let key = format!("{method} {resource}");
+        let mut map = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(key).or_insert(0) += 1;
     }
 
     /// Sends one request with retries; returns the status and the JSON body, if any.
@@ -156,6 +174,7 @@ impl ScimClient {
                     .body(b.to_string());
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
+            self.count(&method, path.trim_start_matches('/'));
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < self.retry.attempts => {

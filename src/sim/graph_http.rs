@@ -365,7 +365,7 @@ fn issue_token(t: &mut Tenant, ttl: u64) -> String {
     tok
 }
 
-fn not_found(id: &str) -> Reply {
+pub(crate) fn not_found(id: &str) -> Reply {
     gerr(
         404,
         "Request_ResourceNotFound",
@@ -373,7 +373,7 @@ fn not_found(id: &str) -> Reply {
     )
 }
 
-fn bad_segment(seg: &str) -> Reply {
+pub(crate) fn bad_segment(seg: &str) -> Reply {
     gerr(
         400,
         "BadRequest",
@@ -408,37 +408,7 @@ fn v1(t: &mut Tenant, base: &str, p: &[String], q: &BTreeMap<String, String>) ->
     }
     let link_base = format!("{base}/v1.0/{}", p.join("/"));
     match (res, p.len()) {
-        (Some(Res::Users), 2 | 3) => {
-            let Some(uid) = find_user(t, &p[1]) else {
-                return not_found(&p[1]);
-            };
-            let select = match parse_select(q, Res::Users, false) {
-                Ok(s) => s,
-                Err(e) => return e,
-            };
-            if p.len() == 2 {
-                let props = t
-                    .users
-                    .get(&uid)
-                    .map(|u| u.props.clone())
-                    .unwrap_or_default();
-                let mut v = project(Res::Users, &uid, &props, select.as_ref());
-                let ctx = format!("{base}/v1.0/$metadata#users/$entity");
-                v.insert("@odata.context".into(), json!(ctx));
-                return Reply::ok(Value::Object(v));
-            }
-            if !p[2].eq_ignore_ascii_case("memberOf") {
-                return bad_segment(&p[2]);
-            }
-            let vals: Vec<Value> = t
-                .order
-                .iter()
-                .filter_map(|gid| t.groups.get(gid).map(|g| (gid, g)))
-                .filter(|(_, g)| g.members.contains(&uid))
-                .map(|(gid, g)| typed(project(Res::Groups, gid, &g.props, None), "group"))
-                .collect();
-            paged(vals, q, base, &link_base, "directoryObjects")
-        }
+        (Some(Res::Users), 2 | 3) => crate::sim::graph_users::user(t, base, p, q, &link_base),
         (Some(Res::Groups), 2 | 3) => {
             let Some(g) = t.groups.get(&p[1]) else {
                 return not_found(&p[1]);
@@ -470,7 +440,7 @@ fn v1(t: &mut Tenant, base: &str, p: &[String], q: &BTreeMap<String, String>) ->
     }
 }
 
-fn typed(mut m: serde_json::Map<String, Value>, kind: &str) -> Value {
+pub(crate) fn typed(mut m: serde_json::Map<String, Value>, kind: &str) -> Value {
     m.insert(
         "@odata.type".into(),
         json!(format!("#microsoft.graph.{kind}")),
@@ -479,7 +449,7 @@ fn typed(mut m: serde_json::Map<String, Value>, kind: &str) -> Value {
 }
 
 /// Live user by object id or userPrincipalName (case-insensitive).
-fn find_user(t: &Tenant, key: &str) -> Option<String> {
+pub(crate) fn find_user(t: &Tenant, key: &str) -> Option<String> {
     if t.users.get(key).is_some_and(|u| !u.deleted) {
         return Some(key.to_string());
     }
@@ -494,30 +464,50 @@ fn find_user(t: &Tenant, key: &str) -> Option<String> {
         .map(|(id, _)| id.clone())
 }
 
-/// Server-driven paging for plain collections: opaque `$skiptoken` carrying an offset.
-fn paged(
+/// Server-driven paging for plain collections: opaque `$skiptoken` carrying the offset and
+/// the page size; `$top` (1..=999, as Graph allows) sets the page size, else a small default.
+pub(crate) fn paged(
     vals: Vec<Value>,
     q: &BTreeMap<String, String>,
     base: &str,
     link_base: &str,
     ctx: &str,
 ) -> Reply {
-    let start = match q.get("$skiptoken") {
-        None => 0,
+    let top = match q.get("$top").map(|t| t.parse::<usize>()) {
+        None => LIST_PAGE,
+        Some(Ok(n)) if (1..=999).contains(&n) => n,
+        Some(_) => {
+            return gerr(
+                400,
+                "Request_BadRequest",
+                "Invalid page size specified: '$top'.",
+            )
+        }
+    };
+    let (start, size) = match q.get("$skiptoken") {
+        None => (0, top),
         Some(tok) => {
-            let off = b64url_decode(tok)
+            let parsed = b64url_decode(tok)
                 .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()));
-            match off {
-                Some(o) => o,
+                .and_then(|s| {
+                    let mut parts = s.strip_prefix("o:")?.split(':');
+                    let start = parts.next()?.parse::<usize>().ok()?;
+                    let size = parts
+                        .next()
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .unwrap_or(LIST_PAGE);
+                    Some((start, size))
+                });
+            match parsed {
+                Some(p) => p,
                 None => return gerr(400, "Request_BadRequest", "Invalid skip token."),
             }
         }
     };
-    let page: Vec<Value> = vals.iter().skip(start).take(LIST_PAGE).cloned().collect();
+    let page: Vec<Value> = vals.iter().skip(start).take(size).cloned().collect();
     let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{ctx}"), "value": page});
-    if start + LIST_PAGE < vals.len() {
-        let tok = crate::sim::b64url(format!("o:{}", start + LIST_PAGE).as_bytes());
+    if start + size < vals.len() {
+        let tok = crate::sim::b64url(format!("o:{}:{size}", start + size).as_bytes());
         body["@odata.nextLink"] = json!(format!("{link_base}?$skiptoken={tok}"));
     }
     Reply::ok(body)

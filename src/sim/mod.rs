@@ -7,7 +7,7 @@
 //! tenant, inspects what the client did and injects faults from a seeded (deterministic) PRNG.
 //!
 //! Layout: `graph` (public handle), `graph_tenant` (tenant model + change log), `graph_delta` (delta rounds and projections),
-//! `graph_http` (routing, token endpoint), `scim` (public handle), `scim_store` (resources), `scim_http`
+//! `graph_http` (routing, token endpoint), `graph_users` (one user and its relationships), `scim` (public handle), `scim_store` (resources), `scim_http`
 //! (routing, faults, bulk), `scim_meta` (discovery documents), `scim_filter` and `scim_patch`
 //! (RFC 7644 §3.4.2.2, §3.5.2).
 
@@ -15,6 +15,7 @@ pub mod graph;
 mod graph_delta;
 mod graph_http;
 mod graph_tenant;
+mod graph_users;
 pub mod scim;
 mod scim_filter;
 mod scim_http;

@@ -89,6 +89,21 @@ fn time_text(t: i64) -> String {
         .unwrap_or_default()
 }
 
+fn history_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
+    let changes: String = r.get(6)?;
+    Ok(HistoryRow {
+        at: time_text(r.get(0)?),
+        run_id: r.get(1)?,
+        entra_id: r.get(2)?,
+        kind: r.get(3)?,
+        name: r.get(4)?,
+        op: r.get(5)?,
+        changes: serde_json::from_str(&changes).unwrap_or(Value::Null),
+        scim_status: r.get(7)?,
+        error: r.get(8)?,
+    })
+}
+
 pub(super) fn insert_operation(
     tx: &rusqlite::Connection,
     log: &OperationLog,
@@ -297,20 +312,60 @@ impl State {
                  ORDER BY id",
             )
             .map_err(err)?;
+        let rows = stmt.query_map([key], history_row).map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    /// Every operation one run recorded, in order (provisioning on demand prints them).
+    pub fn run_operations(&self, run_id: i64) -> Result<Vec<HistoryRow>> {
+        let err = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT at, run_id, entra_id, kind, name, op, changes, scim_status, error FROM operations
+                 WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = stmt.query_map([run_id], history_row).map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    /// Deletes operation history recorded before `cutoff` (Unix seconds), and finished runs
+    /// started before it (`state.history_days`); returns the operation rows deleted.
+    pub fn prune_history(&mut self, cutoff: i64) -> Result<usize> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        let n = tx
+            .execute("DELETE FROM operations WHERE at < ?1", [cutoff])
+            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM runs WHERE started_at < ?1 AND finished_at IS NOT NULL
+                 AND id < (SELECT MAX(id) FROM runs)",
+            [cutoff],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    /// (operation, succeeded, count) of the operations recorded by one run (metrics).
+    pub fn operation_counts(&self, run_id: i64) -> Result<Vec<(String, bool, u64)>> {
+        let err = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT op, error IS NULL, COUNT(*) FROM operations WHERE run_id = ?1
+                 GROUP BY op, error IS NULL ORDER BY op",
+            )
+            .map_err(err)?;
         let rows = stmt
-            .query_map([key], |r| {
-                let changes: String = r.get(6)?;
-                Ok(HistoryRow {
-                    at: time_text(r.get(0)?),
-                    run_id: r.get(1)?,
-                    entra_id: r.get(2)?,
-                    kind: r.get(3)?,
-                    name: r.get(4)?,
-                    op: r.get(5)?,
-                    changes: serde_json::from_str(&changes).unwrap_or(Value::Null),
-                    scim_status: r.get(7)?,
-                    error: r.get(8)?,
-                })
+            .query_map([run_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? != 0,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })
             .map_err(err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(err)

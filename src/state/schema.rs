@@ -101,6 +101,10 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 "#,
+    // 2: history retention (`state.history_days`) prunes by time.
+    r#"
+CREATE INDEX operations_by_time ON operations (at);
+"#,
 ];
 
 /// The schema version this release writes.

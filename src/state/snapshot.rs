@@ -195,6 +195,37 @@ impl State {
         Ok(())
     }
 
+    /// The pushed user with this Entra id, or else with this userName (case-insensitive),
+    /// if HERE has acknowledged one (provisioning on demand looks one user up).
+    pub fn snapshot_user(
+        &self,
+        entra_id: &str,
+        user_name: &str,
+    ) -> Result<Option<(String, SnapUser)>> {
+        let err = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT entra_id, scim_id, user_name, active, attrs, manager FROM snapshot_users
+                 WHERE entra_id = ?1 OR user_name = ?2 COLLATE NOCASE
+                 ORDER BY entra_id = ?1 DESC LIMIT 1",
+            )
+            .map_err(err)?;
+        let mut rows = stmt.query([entra_id, user_name]).map_err(err)?;
+        let Some(r) = rows.next().map_err(err)? else {
+            return Ok(None);
+        };
+        let attrs: String = r.get(4).map_err(err)?;
+        let user = SnapUser {
+            scim_id: r.get(1).map_err(err)?,
+            user_name: r.get(2).map_err(err)?,
+            active: r.get::<_, i64>(3).map_err(err)? != 0,
+            attrs: parse_attrs(&attrs),
+            manager: r.get(5).map_err(err)?,
+        };
+        Ok(Some((r.get(0).map_err(err)?, user)))
+    }
+
     /// Entra id → SCIM id of every pushed user and group (the push resolves references with it).
     pub fn scim_ids(&self) -> Result<(HashMap<String, String>, HashMap<String, String>)> {
         let err = |e| self.err(e);

@@ -206,7 +206,12 @@ pub fn history(cfg: &Config, key: &str, as_json: bool) -> i32 {
             r.at, r.op, r.name, r.entra_id
         );
         if let Some(map) = r.changes.as_object() {
-            for (path, c) in map {
+            let why = map.get("reason").and_then(|v| v.as_str());
+            let why = why.filter(|_| r.op == "deactivate_user");
+            if let Some(why) = why {
+                println!("    why: {why}");
+            }
+            for (path, c) in map.iter().filter(|(p, _)| why.is_none() || *p != "reason") {
                 match (c.get("old"), c.get("new")) {
                     (Some(old), Some(new)) => println!("    {path}: {old} → {new}"),
                     _ => println!("    {path}: {c}"),

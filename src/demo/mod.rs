@@ -4,16 +4,16 @@
 //! benchmark's driver.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
 use crate::cli::DemoArgs;
-use crate::config::Config;
-use crate::cycle::{exit, run_cycle, CycleOptions, Quiet};
-use crate::report::Summary;
+mod bench;
+
+pub use bench::peak_rss_mb;
+
+use crate::cycle::exit;
 use crate::sim::{GraphSim, Simulator};
-use crate::state::State;
 
 /// The shape of a simulated tenant.
 #[derive(Debug, Clone, Copy)]
@@ -130,98 +130,58 @@ pub fn churn(graph: &GraphSim, tenant: &Tenant) -> Vec<String> {
     said
 }
 
-/// Runs the demo; returns the exit code.
+/// Changes about `percent` % of the tenant's users for a benchmark's incremental cycle:
+/// most get a new jobTitle, some are disabled, some join, some leave a group. Returns the
+/// number of users changed.
+pub fn churn_percent(
+    graph: &GraphSim,
+    tenant: &mut Tenant,
+    percent: f64,
+    members_per_group: usize,
+) -> usize {
+    let n = tenant.users.len();
+    let k = ((n as f64 * percent / 100.0).round() as usize)
+        .max(1)
+        .min(n);
+    let (updates, disables, joins) = (k * 6 / 10, k / 10, k * 2 / 10);
+    let leaves = k - updates - disables - joins;
+    for i in 0..updates {
+        graph.update_user(
+            &tenant.users[(i * 7) % n],
+            json!({"jobTitle": "Senior Engineer"}),
+        );
+    }
+    for i in 0..disables {
+        graph.disable_user(&tenant.users[(i * 13 + 1) % n]);
+    }
+    for i in 0..joins {
+        let index = tenant.users.len();
+        let id = graph.add_user(&upn(index), user_props(index));
+        if let Some(g) = tenant.groups.get(i % tenant.groups.len().max(1)) {
+            graph.add_member(g, &id);
+        }
+        tenant.users.push(id);
+    }
+    let pool = (n * 95 / 100).max(1);
+    for g in 0..leaves.min(tenant.groups.len()) {
+        let member = &tenant.users[(g * members_per_group) % pool];
+        graph.remove_member(&tenant.groups[g], member);
+    }
+    k
+}
+
+/// Runs the demo (and the benchmark, with its options); returns the exit code.
 pub async fn run(args: &DemoArgs) -> i32 {
-    match demo(args).await {
+    let result = if args.serve_simulator {
+        bench::serve(args).await
+    } else {
+        bench::run(args).await
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("entra-here-sync demo: {e}");
             exit::RUNTIME
         }
-    }
-}
-
-async fn demo(args: &DemoArgs) -> Result<i32, Box<dyn std::error::Error>> {
-    let sim = Simulator::start().await?;
-    let spec = TenantSpec {
-        users: args.users.max(1),
-        groups: args.groups,
-        members_per_group: (args.users / args.groups.max(1)).clamp(1, 50),
-    };
-    let tenant = populate(&sim.graph, spec);
-    let dir = std::env::temp_dir().join(format!("entra-here-sync-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = cycles(&sim, &tenant, &dir, args).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-async fn cycles(
-    sim: &Simulator,
-    tenant: &Tenant,
-    dir: &Path,
-    args: &DemoArgs,
-) -> Result<i32, Box<dyn std::error::Error>> {
-    let cfg = Config::load(&write_config(dir, sim, "")?)?;
-    let mut state = State::open(&cfg.state.path)?;
-    let (in_scope, _) = sim.graph.expected_scope();
-    if !args.json {
-        println!(
-            "simulated tenant: {} users ({} in scope), {} assigned groups; simulated HERE at {}",
-            tenant.users.len(),
-            in_scope.len(),
-            tenant.groups.len(),
-            sim.scim.base_url()
-        );
-    }
-    let stop = AtomicBool::new(false);
-    let opts = CycleOptions::default();
-    let first = run_cycle(
-        &cfg,
-        &mut state,
-        &opts,
-        &stop,
-        &mut std::io::sink(),
-        &mut Quiet,
-    )
-    .await;
-    let changes = churn(&sim.graph, tenant);
-    let second = run_cycle(
-        &cfg,
-        &mut state,
-        &opts,
-        &stop,
-        &mut std::io::sink(),
-        &mut Quiet,
-    )
-    .await;
-    let active = sim
-        .scim
-        .users()
-        .iter()
-        .filter(|u| u["active"] == json!(true))
-        .count();
-    if args.json {
-        println!(
-            "{}",
-            json!({"initial": first, "incremental": second, "changes": changes})
-        );
-    } else {
-        print_cycle("initial cycle", &first);
-        println!("changes in Entra: {}", changes.join("; "));
-        print_cycle("incremental cycle", &second);
-        println!(
-            "HERE now holds {} users ({active} active) and {} groups",
-            sim.scim.users().len(),
-            sim.scim.groups().len()
-        );
-    }
-    Ok(first.exit_code.max(second.exit_code))
-}
-
-fn print_cycle(label: &str, s: &Summary) {
-    println!("{label}: {}", s.one_line());
-    if let Some(e) = &s.error {
-        println!("  error: {e}");
     }
 }

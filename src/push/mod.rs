@@ -1,0 +1,315 @@
+//! Executes a plan against HERE: stage by stage in the order that can't break, with
+//! bounded concurrency inside a stage, each acknowledgement committed to the snapshot the
+//! moment it arrives, and each failure sent to escrow without stopping the others.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+
+mod execute;
+
+use serde_json::Value;
+
+use execute::{execute, resolve};
+
+use crate::plan::{Op, Stage};
+use crate::report::Summary;
+use crate::scim::{PatchStyle, ScimClient, ScimError};
+use crate::state::{Ack, OperationLog, State, StateError};
+
+/// What the push needs besides the plan.
+pub struct PushContext<'a> {
+    pub client: &'a ScimClient,
+    pub style: PatchStyle,
+    pub max_members_per_patch: usize,
+    pub max_concurrency: usize,
+    /// Every user attribute path the mapping manages (to compare adopted users).
+    pub managed_user_paths: Vec<String>,
+    pub run_id: i64,
+    /// Set by a shutdown request: no new operation starts, in-flight ones finish.
+    pub stop: &'a AtomicBool,
+}
+
+impl<'a> PushContext<'a> {
+    /// The context a configured cycle pushes with.
+    pub fn new(
+        cfg: &crate::config::Config,
+        client: &'a ScimClient,
+        mapping: &crate::mapping::Mapping,
+        run_id: i64,
+        stop: &'a AtomicBool,
+    ) -> PushContext<'a> {
+        PushContext {
+            client,
+            style: cfg.here.patch_style,
+            max_members_per_patch: cfg.here.max_members_per_patch,
+            max_concurrency: cfg.here.max_concurrency,
+            managed_user_paths: mapping
+                .user_paths()
+                .map(str::to_string)
+                .chain(["active".to_string()])
+                .collect(),
+            run_id,
+            stop,
+        }
+    }
+}
+
+/// Why a push ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// HERE refused our credentials; nothing else can succeed.
+    #[error(transparent)]
+    Unauthorized(ScimError),
+    /// Most operations failed: HERE is unwell, so the cycle stops pushing (quarantine).
+    #[error("quarantine: {failed} of {attempted} operations failed this cycle, most with: {dominant}; pushing stopped, the schedule backs off until a cycle succeeds")]
+    Quarantined {
+        failed: usize,
+        attempted: usize,
+        dominant: String,
+    },
+    /// The state could not record an acknowledgement.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Quarantine starts when at least this many operations ran ...
+const QUARANTINE_MIN_OPERATIONS: usize = 20;
+/// ... and at least this share of them failed (Entra uses 40 %).
+const QUARANTINE_FAILURE_SHARE: f64 = 0.4;
+
+/// Failure bookkeeping of one push, for the quarantine decision.
+#[derive(Default)]
+struct Health {
+    attempted: usize,
+    failed: usize,
+    errors: HashMap<String, usize>,
+}
+
+impl Health {
+    fn observe(&mut self, result: &Result<(Ack, u16), ScimError>) {
+        self.attempted += 1;
+        if let Err(e) = result {
+            self.failed += 1;
+            let key = match e {
+                ScimError::Http {
+                    status, scim_type, ..
+                } => format!("{status} {}", scim_type.as_deref().unwrap_or(""))
+                    .trim_end()
+                    .to_string(),
+                ScimError::Transport { detail, .. } => format!("unreachable: {detail}"),
+                other => other.to_string(),
+            };
+            *self.errors.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    fn quarantined(&self) -> bool {
+        self.attempted >= QUARANTINE_MIN_OPERATIONS
+            && self.failed as f64 >= self.attempted as f64 * QUARANTINE_FAILURE_SHARE
+    }
+
+    fn verdict(&self) -> PushError {
+        let dominant = self
+            .errors
+            .iter()
+            .max_by_key(|(k, n)| (**n, std::cmp::Reverse((*k).clone())))
+            .map(|(k, n)| format!("{k} ({n}x)"))
+            .unwrap_or_default();
+        PushError::Quarantined {
+            failed: self.failed,
+            attempted: self.attempted,
+            dominant,
+        }
+    }
+}
+
+/// How a finished unit of work changes the summary.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Tally {
+    UserCreated,
+    UserUpdated,
+    UserReactivated,
+    UserDeactivated,
+    GroupCreated,
+    GroupUpdated,
+    GroupDeleted,
+    MembersAdded(usize),
+    MembersRemoved(usize),
+    Quiet,
+}
+
+/// One finished request (or request sequence) with what to record.
+pub(super) struct Done {
+    op: &'static str,
+    entra_id: String,
+    kind: &'static str,
+    name: String,
+    changes: Value,
+    result: Result<(Ack, u16), ScimError>,
+    tally: Tally,
+}
+
+/// SCIM ids known so far (from the snapshot, then from this push's acknowledgements).
+#[derive(Default)]
+pub(super) struct Ids {
+    users: HashMap<String, String>,
+    groups: HashMap<String, String>,
+}
+
+impl Ids {
+    fn learn(&mut self, ack: &Ack) {
+        match ack {
+            Ack::User {
+                entra_id, scim_id, ..
+            } => {
+                self.users.insert(entra_id.clone(), scim_id.clone());
+            }
+            Ack::Group {
+                entra_id, scim_id, ..
+            } => {
+                self.groups.insert(entra_id.clone(), scim_id.clone());
+            }
+            Ack::GroupDeleted { entra_id } => {
+                self.groups.remove(entra_id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Pushes the plan; returns early only when HERE refuses the token or the state fails.
+pub async fn push(
+    ctx: &PushContext<'_>,
+    ops: Vec<Op>,
+    state: &mut State,
+    summary: &mut Summary,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(), PushError> {
+    let (users, groups) = state.scim_ids()?;
+    let mut ids = Ids { users, groups };
+    let total = ops.len();
+    let mut finished = 0;
+    let mut stages: Vec<(Stage, Vec<Op>)> = Vec::new();
+    for op in ops {
+        match stages.last_mut() {
+            Some((stage, list)) if *stage == op.stage() => list.push(op),
+            _ => stages.push((op.stage(), vec![op])),
+        }
+    }
+    let refused = AtomicBool::new(false);
+    let mut health = Health::default();
+    for (_, list) in stages {
+        if ctx.stop.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
+            break;
+        }
+        let units: Vec<_> = list.into_iter().map(|op| resolve(op, &ids)).collect();
+        let mut stream = futures::stream::iter(units)
+            .take_while(|_| {
+                std::future::ready(
+                    !ctx.stop.load(Ordering::Relaxed) && !refused.load(Ordering::Relaxed),
+                )
+            })
+            .map(|unit| execute(ctx, unit))
+            .buffer_unordered(ctx.max_concurrency.max(1));
+        let mut denial = None;
+        while let Some(dones) = stream.next().await {
+            finished += 1;
+            for done in dones {
+                if let Err(e @ ScimError::Unauthorized { .. }) = &done.result {
+                    refused.store(true, Ordering::Relaxed);
+                    denial.get_or_insert_with(|| e.clone());
+                    continue;
+                }
+                health.observe(&done.result);
+                record(ctx, state, summary, &mut ids, done)?;
+            }
+            progress(finished, total);
+            if health.quarantined() {
+                // HERE is unwell: abandon the in-flight retries too (an unacknowledged
+                // operation is simply planned again, see invariant 4)
+                refused.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        drop(stream);
+        if let Some(e) = denial {
+            return Err(PushError::Unauthorized(e));
+        }
+        if health.quarantined() {
+            return Err(health.verdict());
+        }
+    }
+    Ok(())
+}
+
+fn record(
+    ctx: &PushContext<'_>,
+    state: &mut State,
+    summary: &mut Summary,
+    ids: &mut Ids,
+    done: Done,
+) -> Result<(), StateError> {
+    let mut log = OperationLog {
+        run_id: Some(ctx.run_id),
+        entra_id: done.entra_id,
+        kind: done.kind,
+        name: done.name,
+        op: done.op.to_string(),
+        changes: done.changes,
+        scim_status: None,
+        error: None,
+    };
+    match done.result {
+        Ok((ack, status)) => {
+            log.scim_status = Some(status);
+            state.record(&ack, &log)?;
+            ids.learn(&ack);
+            let scim_id = match &ack {
+                Ack::User { scim_id, .. } | Ack::Group { scim_id, .. } => scim_id.as_str(),
+                _ => ids
+                    .users
+                    .get(&log.entra_id)
+                    .or(ids.groups.get(&log.entra_id))
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            };
+            if log.kind == "user" {
+                tracing::info!(op = done.op, entra_id = %log.entra_id, scim_id, userName = %log.name, "pushed");
+            } else {
+                tracing::info!(op = done.op, entra_id = %log.entra_id, scim_id, displayName = %log.name, "pushed");
+            }
+            tally(summary, done.tally);
+        }
+        Err(e) => {
+            let (status, scim_type) = match &e {
+                ScimError::Http {
+                    status, scim_type, ..
+                } => (Some(*status), scim_type.clone()),
+                _ => (None, None),
+            };
+            tracing::warn!(op = done.op, entra_id = %log.entra_id, name = %log.name, status, scimType = scim_type.as_deref().unwrap_or(""), error = %e, "operation failed; retried next cycle");
+            log.scim_status = status;
+            log.error = Some(e.to_string());
+            state.record_failure(&log)?;
+            summary.failed += 1;
+        }
+    }
+    Ok(())
+}
+
+fn tally(s: &mut Summary, t: Tally) {
+    match t {
+        Tally::UserCreated => s.users_created += 1,
+        Tally::UserUpdated => s.users_updated += 1,
+        Tally::UserReactivated => s.users_reactivated += 1,
+        Tally::UserDeactivated => s.users_deactivated += 1,
+        Tally::GroupCreated => s.groups_created += 1,
+        Tally::GroupUpdated => s.groups_updated += 1,
+        Tally::GroupDeleted => s.groups_deleted += 1,
+        Tally::MembersAdded(n) => s.members_added += n,
+        Tally::MembersRemoved(n) => s.members_removed += n,
+        Tally::Quiet => {}
+    }
+}
