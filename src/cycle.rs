@@ -221,6 +221,8 @@ async fn cycle(
     summary.scim_requests_by_kind = scim.request_counts();
     if let Err(PushError::Quarantined { .. }) = &pushed {
         state.set_setting(QUARANTINE_KEY, &(quarantine_level(state) + 1).to_string())?;
+        // the failures were HERE's, not the objects': retry them all once HERE recovers
+        state.release_escrow()?;
     } else if pushed.is_ok() && quarantine_level(state) != 0 {
         state.set_setting(QUARANTINE_KEY, "0")?;
     }

@@ -276,9 +276,9 @@ fn record(
                     .unwrap_or(""),
             };
             if log.kind == "user" {
-                tracing::info!(op = done.op, entra_id = %log.entra_id, scim_id, userName = %log.name, "pushed");
+                tracing::info!(op = %done.op, entra_id = %log.entra_id, scim_id = %scim_id, userName = %log.name, "pushed");
             } else {
-                tracing::info!(op = done.op, entra_id = %log.entra_id, scim_id, displayName = %log.name, "pushed");
+                tracing::info!(op = %done.op, entra_id = %log.entra_id, scim_id = %scim_id, displayName = %log.name, "pushed");
             }
             tally(summary, done.tally);
         }
@@ -289,7 +289,7 @@ fn record(
                 } => (Some(*status), scim_type.clone()),
                 _ => (None, None),
             };
-            tracing::warn!(op = done.op, entra_id = %log.entra_id, name = %log.name, status, scimType = scim_type.as_deref().unwrap_or(""), error = %e, "operation failed; retried next cycle");
+            tracing::warn!(op = %done.op, entra_id = %log.entra_id, name = %log.name, status, scimType = scim_type.as_deref().unwrap_or(""), error = %e, "operation failed; retried next cycle");
             log.scim_status = status;
             log.error = Some(e.to_string());
             state.record_failure(&log)?;
