@@ -248,13 +248,24 @@ impl State {
 
     /// Records one acknowledged operation: snapshot, history row and escrow release, atomically.
     pub fn record(&mut self, ack: &Ack, log: &OperationLog) -> Result<()> {
+        self.record_many(&[(ack.clone(), log.clone())])
+    }
+
+    /// Records acknowledged operations that arrived together, in one transaction.
+    pub fn record_many(&mut self, acks: &[(Ack, OperationLog)]) -> Result<()> {
+        if acks.is_empty() {
+            return Ok(());
+        }
         let path = self.path.clone();
         let err = |e| super::classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        apply_ack(&tx, ack).map_err(err)?;
-        super::history::insert_operation(&tx, log).map_err(err)?;
-        tx.execute("DELETE FROM failures WHERE entra_id = ?1", [ack.entra_id()])
-            .map_err(err)?;
+        for (ack, log) in acks {
+            apply_ack(&tx, ack).map_err(err)?;
+            super::history::insert_operation(&tx, log).map_err(err)?;
+            tx.prepare_cached("DELETE FROM failures WHERE entra_id = ?1")
+                .and_then(|mut s| s.execute([ack.entra_id()]))
+                .map_err(err)?;
+        }
         tx.commit().map_err(err)
     }
 }
