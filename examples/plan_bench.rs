@@ -106,6 +106,7 @@ fn main() {
                 entra_id,
                 user_name,
                 attrs,
+                ..
             } => {
                 let i = usize::from_str_radix(&entra_id[..8], 16).unwrap_or(0);
                 pushed_users[i] = Some(SnapUser {

@@ -190,7 +190,7 @@ async fn cycle(
     };
     let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options)
         .with_scope_filter(cfg.sync.scope_filter.clone());
-    state.for_each_user(|id, user, pushed| planner.user(id, user.as_ref(), pushed.as_ref()))?;
+    state.for_each_user_row(|row| planner.user_row(&row))?;
     let plan = planner.finish();
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -209,6 +209,7 @@ async fn cycle(
         return Ok(print_plan(&plan, cfg, opts, plan_out, summary));
     }
     state.set_skipped(&plan.skipped)?;
+    state.remember_sources(&plan.sources)?;
     if let Some(code) = brake(&plan, cfg, opts, summary) {
         return Ok(code);
     }

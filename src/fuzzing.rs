@@ -49,12 +49,12 @@ pub fn delta_pages(data: &[u8]) -> Result<Option<DeltaRun>, StateError> {
         page => vec![page],
     };
     let options = PlanOptions {
-        group_members: if data.len() % 2 == 0 {
+        group_members: if data.len().is_multiple_of(2) {
             GroupMembers::Direct
         } else {
             GroupMembers::Transitive
         },
-        delete_groups_out_of_scope: data.len() % 3 != 0,
+        delete_groups_out_of_scope: !data.len().is_multiple_of(3),
     };
     let mapping = Mapping::default();
     let mut state = State::open_in_memory()?;
@@ -127,6 +127,7 @@ fn acknowledge(state: &mut State, plan: &Plan) -> Result<(), StateError> {
                 user_name: name.clone(),
                 active,
                 attrs: attrs.clone(),
+                source: None,
             };
         let group = |entra_id: &String, scim_id: &str, name: &String, attrs: &Attrs| Ack::Group {
             entra_id: entra_id.clone(),
@@ -139,6 +140,7 @@ fn acknowledge(state: &mut State, plan: &Plan) -> Result<(), StateError> {
                 entra_id,
                 user_name,
                 attrs,
+                ..
             } => user(entra_id, &format!("u-{entra_id}"), user_name, true, attrs),
             Op::UpdateUser {
                 entra_id,
@@ -152,6 +154,7 @@ fn acknowledge(state: &mut State, plan: &Plan) -> Result<(), StateError> {
                 scim_id,
                 user_name,
                 attrs,
+                ..
             } => user(entra_id, scim_id, user_name, false, attrs),
             Op::SetManager {
                 entra_id, manager, ..

@@ -208,6 +208,7 @@ fn pushed(mapping: &Mapping, props: &Map<String, Value>) -> Snapshot {
                 entra_id,
                 user_name,
                 attrs,
+                ..
             } => {
                 let u = SnapUser {
                     scim_id: "s-1".into(),

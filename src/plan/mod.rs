@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::config::GroupMembers;
 use crate::mapping::{AttrText, Attrs, Mapping};
-use crate::state::{MirrorData, MirrorUser, SkippedRow, SnapGroup, SnapUser, Snapshot};
+use crate::state::{
+    MirrorData, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser, Snapshot, UserRow,
+};
 
 /// One attribute difference.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,8 @@ pub enum Op {
         entra_id: String,
         user_name: String,
         attrs: AttrText,
+        /// Fingerprint of the Entra properties `attrs` came from (recorded on success).
+        source: Option<i64>,
     },
     /// Attribute changes; `reactivate` when the user comes back (active false → true).
     UpdateUser {
@@ -42,6 +46,8 @@ pub enum Op {
         changes: Vec<Change>,
         attrs: AttrText,
         reactivate: bool,
+        /// Fingerprint of the Entra properties `attrs` came from (recorded on success).
+        source: Option<i64>,
     },
     /// Sets or clears the manager reference (after both users exist).
     SetManager {
@@ -183,6 +189,9 @@ pub struct Plan {
     pub skipped: Vec<SkippedRow>,
     /// Objects left alone because they wait in escrow.
     pub held: usize,
+    /// Users HERE already holds exactly as planned, with the fingerprint of their Entra
+    /// properties: remembering it lets the next cycle skip them unparsed while unchanged.
+    pub sources: Vec<(String, i64)>,
 }
 
 impl Plan {
@@ -252,6 +261,10 @@ pub struct Planner<'a> {
     managers: Vec<ManagerRef>,
     /// The attribute scoping filter (empty: every candidate is in scope).
     filter: filter::ScopeFilter,
+    /// Fingerprint of everything besides a user's properties that shapes their attributes.
+    fingerprint: u64,
+    /// The fingerprint of the user being planned, for its create/update operation.
+    source: Option<i64>,
     out: Plan,
 }
 
@@ -277,6 +290,8 @@ impl<'a> Planner<'a> {
             protected: HashSet::new(),
             managers: Vec::new(),
             filter: filter::ScopeFilter::default(),
+            fingerprint: fingerprint(&format!("{mapping:?}")),
+            source: None,
             out: Plan::default(),
         }
     }
@@ -284,6 +299,7 @@ impl<'a> Planner<'a> {
     /// Applies the attribute scoping filter (`[[sync.scope_filter]]`): a candidate that
     /// does not match is out of scope, exactly like an unassigned user.
     pub fn with_scope_filter(mut self, filter: filter::ScopeFilter) -> Planner<'a> {
+        self.fingerprint = fingerprint(&format!("{:?}{filter:?}", self.mapping));
         self.filter = filter;
         self
     }
@@ -313,6 +329,51 @@ impl<'a> Planner<'a> {
         let held = self.held.contains(id);
         self.out.held += held as usize;
         held
+    }
+
+    /// Plans one user as the state stores it. A user whose Entra properties are unchanged
+    /// since HERE acknowledged them (same fingerprint), still in scope, active and not in
+    /// escrow needs nothing but bookkeeping: no parsing, no mapping.
+    pub fn user_row(&mut self, row: &UserRow) {
+        let source = row
+            .props
+            .as_deref()
+            .map(|text| source_hash(text, self.fingerprint));
+        if let (Some(text), Some(have)) = (row.props.as_deref(), row.pushed.as_ref()) {
+            let unchanged = !row.soft_deleted
+                && have.active
+                && have.source_hash == source
+                && self.candidates.contains(&row.id)
+                && !self.held.contains(&row.id);
+            if unchanged {
+                self.active.insert(row.id.clone());
+                let wanted = manager_in(text);
+                if self.mapping.manager && (wanted.is_some() || have.manager.is_some()) {
+                    self.managers.push(ManagerRef {
+                        entra_id: row.id.clone(),
+                        user_name: have.user_name.clone(),
+                        wanted,
+                        pushed: have.manager.clone(),
+                    });
+                }
+                return;
+            }
+        }
+        let pushed = row.pushed.as_ref().map(PushedRow::snap_user);
+        let before = self.out.ops.len();
+        self.source = source;
+        self.user(&row.id, row.mirror().as_ref(), pushed.as_ref());
+        self.source = None;
+        let remember = match (source, &row.pushed) {
+            (Some(hash), Some(have)) => have.source_hash != Some(hash) && have.active,
+            _ => false,
+        };
+        let settled = self.out.ops.len() == before
+            && self.active.contains(&row.id)
+            && !self.held.contains(&row.id);
+        if let (true, true, Some(hash)) = (remember, settled, source) {
+            self.out.sources.push((row.id.clone(), hash));
+        }
     }
 
     /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
@@ -358,7 +419,7 @@ impl<'a> Planner<'a> {
                 pushed: pushed_manager.cloned(),
             });
         }
-        if let Some(op) = plan_user(id, want, pushed, self.mapping) {
+        if let Some(op) = plan_user(id, want, pushed, self.mapping, self.source) {
             self.out.ops.push(op);
         }
     }
@@ -413,6 +474,26 @@ impl<'a> Planner<'a> {
         });
         self.out
     }
+}
+
+/// FNV-1a: a stable 64-bit fingerprint (it is stored, so it must not change between runs).
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The fingerprint of one user's stored properties under the current mapping and filter.
+fn source_hash(props: &str, context: u64) -> i64 {
+    (fingerprint(props) ^ context.rotate_left(1)) as i64
+}
+
+/// The manager id in stored properties, without parsing them: they are compact JSON that
+/// serde_json wrote, where `"manager":"` can only be the key (quotes in values are escaped).
+fn manager_in(props: &str) -> Option<String> {
+    let start = props.find("\"manager\":\"")? + "\"manager\":\"".len();
+    let len = props[start..].find('"')?;
+    Some(props[start..start + len].to_string())
 }
 
 /// Plans from whole in-memory inputs (tests, small tenants); production streams users
@@ -473,12 +554,14 @@ fn plan_user(
     want: DesiredUser,
     pushed: Option<&SnapUser>,
     mapping: &Mapping,
+    source: Option<i64>,
 ) -> Option<Op> {
     let Some(have) = pushed else {
         return want.active.then(|| Op::CreateUser {
             entra_id: id.to_string(),
             user_name: want.user_name,
             attrs: AttrText::from_attrs(&want.attrs),
+            source,
         });
     };
     match (have.active, want.active) {
@@ -498,6 +581,7 @@ fn plan_user(
                 changes,
                 attrs: AttrText::from_attrs(&want.attrs),
                 reactivate: !was_active,
+                source,
             })
         }
     }

@@ -88,8 +88,9 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             entra_id,
             user_name,
             attrs,
+            source,
         } => {
-            let (name, result) = create_user(ctx, entra_id, user_name, attrs).await;
+            let (name, result) = create_user(ctx, entra_id, user_name, attrs, *source).await;
             let created: Value = serde_json::from_str(attrs.as_str()).unwrap_or_default();
             vec![done(op, name, created, result, Tally::UserCreated)]
         }
@@ -100,6 +101,7 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             changes,
             attrs,
             reactivate,
+            source,
         } => {
             let result = c
                 .patch(
@@ -108,7 +110,12 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                     patch::attribute_ops(changes, &attrs.attrs(), ctx.style),
                 )
                 .await
-                .map(|_| (user_ack(entra_id, scim_id, user_name, true, attrs), 200));
+                .map(|_| {
+                    (
+                        user_ack(entra_id, scim_id, user_name, true, attrs, *source),
+                        200,
+                    )
+                });
             let tally = if *reactivate {
                 Tally::UserReactivated
             } else {
@@ -135,7 +142,12 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                     patch::attribute_ops(&change, &attrs.attrs(), ctx.style),
                 )
                 .await
-                .map(|_| (user_ack(entra_id, scim_id, user_name, false, attrs), 200));
+                .map(|_| {
+                    (
+                        user_ack(entra_id, scim_id, user_name, false, attrs, None),
+                        200,
+                    )
+                });
             let mut log = change_log(&change);
             log["reason"] = json!(reason); // `history` answers why
             vec![done(op, op.name(), log, result, Tally::UserDeactivated)]
@@ -229,6 +241,7 @@ pub(super) fn user_ack(
     user_name: &str,
     active: bool,
     attrs: &AttrText,
+    source: Option<i64>,
 ) -> Ack {
     Ack::User {
         entra_id: entra_id.to_string(),
@@ -236,6 +249,7 @@ pub(super) fn user_ack(
         user_name: user_name.to_string(),
         active,
         attrs: attrs.clone(),
+        source,
     }
 }
 
@@ -254,6 +268,7 @@ pub(super) async fn create_user(
     entra_id: &str,
     user_name: &str,
     text: &AttrText,
+    source: Option<i64>,
 ) -> (&'static str, Result<(Ack, u16), ScimError>) {
     let attrs = &text.attrs();
     let resource = build_resource(USER_SCHEMA, attrs);
@@ -261,7 +276,14 @@ pub(super) async fn create_user(
         Ok(created) => (
             "create_user",
             Ok((
-                user_ack(entra_id, &scim_id_of(&created), user_name, true, text),
+                user_ack(
+                    entra_id,
+                    &scim_id_of(&created),
+                    user_name,
+                    true,
+                    text,
+                    source,
+                ),
                 201,
             )),
         ),
@@ -277,7 +299,7 @@ pub(super) async fn create_user(
             .await;
             (
                 "adopt_user",
-                adopted.map(|id| (user_ack(entra_id, &id, user_name, true, text), 409)),
+                adopted.map(|id| (user_ack(entra_id, &id, user_name, true, text, source), 409)),
             )
         }
         Err(e) => ("create_user", Err(e)),

@@ -260,8 +260,9 @@ pub async fn push(
     Ok(())
 }
 
-/// Most answered operations recorded in one transaction.
-const RECORD_BATCH: usize = 256;
+/// Most answered operations recorded in one transaction (one concurrency window: a kill
+/// can then lose at most a window of acknowledgements plus the requests in flight).
+const RECORD_BATCH: usize = 16;
 
 fn operation_log(ctx: &PushContext<'_>, done: &mut Done) -> OperationLog {
     OperationLog {

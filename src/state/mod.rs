@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use history::{escrow_delay_secs, FailureRow, HistoryRow, OperationLog, RunRow, SkippedRow};
 pub use mirror::{MirrorData, MirrorGroup, MirrorUser, ReadTxn};
-pub use snapshot::{Ack, SnapGroup, SnapUser, Snapshot};
+pub use snapshot::{Ack, PushedRow, SnapGroup, SnapUser, Snapshot, UserRow};
 
 /// Anything that went wrong with the state file.
 #[derive(Debug, thiserror::Error)]

@@ -105,6 +105,11 @@ CREATE TABLE settings (
     r#"
 CREATE INDEX operations_by_time ON operations (at);
 "#,
+    // 3: the fingerprint of the Entra properties a pushed user was last planned from, so
+    // an unchanged user is recognised without parsing or mapping it again.
+    r#"
+ALTER TABLE snapshot_users ADD COLUMN source_hash INTEGER;
+"#,
 ];
 
 /// The schema version this release writes.

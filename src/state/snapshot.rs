@@ -48,6 +48,53 @@ impl Snapshot {
     }
 }
 
+/// One user as the state holds it, still as stored text: the planner parses only what it
+/// must (most users of a no-change cycle need no parsing at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: String,
+    /// The mirrored Entra properties (JSON text), when Entra has the user.
+    pub props: Option<String>,
+    pub soft_deleted: bool,
+    pub pushed: Option<PushedRow>,
+}
+
+/// The snapshot side of a [`UserRow`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedRow {
+    pub scim_id: String,
+    pub user_name: String,
+    pub active: bool,
+    /// The pushed attributes (JSON text).
+    pub attrs: String,
+    pub manager: Option<String>,
+    /// Fingerprint of the properties the pushed attributes were planned from.
+    pub source_hash: Option<i64>,
+}
+
+impl UserRow {
+    /// The mirror side, parsed.
+    pub fn mirror(&self) -> Option<MirrorUser> {
+        self.props.as_ref().map(|p| MirrorUser {
+            props: serde_json::from_str(p).unwrap_or_default(),
+            soft_deleted: self.soft_deleted,
+        })
+    }
+}
+
+impl PushedRow {
+    /// The snapshot side, parsed.
+    pub fn snap_user(&self) -> SnapUser {
+        SnapUser {
+            scim_id: self.scim_id.clone(),
+            user_name: self.user_name.clone(),
+            active: self.active,
+            attrs: parse_attrs(&self.attrs),
+            manager: self.manager.clone(),
+        }
+    }
+}
+
 /// One acknowledged change to the snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ack {
@@ -58,6 +105,9 @@ pub enum Ack {
         user_name: String,
         active: bool,
         attrs: AttrText,
+        /// Fingerprint of the Entra properties these attributes were planned from
+        /// (`None` when HERE's copy no longer follows them, e.g. after a deactivation).
+        source: Option<i64>,
     },
     /// A user's manager reference was set or cleared.
     Manager {
@@ -156,43 +206,68 @@ impl State {
         &self,
         mut f: impl FnMut(&str, Option<MirrorUser>, Option<SnapUser>),
     ) -> Result<()> {
+        self.for_each_user_row(|row| {
+            f(
+                &row.id,
+                row.mirror(),
+                row.pushed.as_ref().map(PushedRow::snap_user),
+            )
+        })
+    }
+
+    /// Like [`State::for_each_user`], with both sides still as stored text, so a planner can
+    /// recognise an unchanged user without parsing it.
+    pub fn for_each_user_row(&self, mut f: impl FnMut(UserRow)) -> Result<()> {
         let err = |e| self.err(e);
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT m.id, m.props, m.soft_deleted, s.scim_id, s.user_name, s.active, s.attrs, s.manager
+                "SELECT m.id, m.props, m.soft_deleted, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash
                  FROM mirror_users m LEFT JOIN snapshot_users s ON s.entra_id = m.id
                  UNION ALL
-                 SELECT s.entra_id, NULL, 0, s.scim_id, s.user_name, s.active, s.attrs, s.manager
+                 SELECT s.entra_id, NULL, 0, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash
                  FROM snapshot_users s
                  WHERE NOT EXISTS (SELECT 1 FROM mirror_users m WHERE m.id = s.entra_id)",
             )
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let id: String = r.get(0).map_err(err)?;
-            let props: Option<String> = r.get(1).map_err(err)?;
-            let mirror = props.map(|p| MirrorUser {
-                props: serde_json::from_str(&p).unwrap_or_default(),
-                soft_deleted: r.get::<_, i64>(2).unwrap_or(0) != 0,
-            });
             let scim_id: Option<String> = r.get(3).map_err(err)?;
             let pushed = match scim_id {
                 None => None,
-                Some(scim_id) => {
-                    let attrs: String = r.get(6).map_err(err)?;
-                    Some(SnapUser {
-                        scim_id,
-                        user_name: r.get(4).map_err(err)?,
-                        active: r.get::<_, i64>(5).map_err(err)? != 0,
-                        attrs: parse_attrs(&attrs),
-                        manager: r.get(7).map_err(err)?,
-                    })
-                }
+                Some(scim_id) => Some(PushedRow {
+                    scim_id,
+                    user_name: r.get(4).map_err(err)?,
+                    active: r.get::<_, i64>(5).map_err(err)? != 0,
+                    attrs: r.get(6).map_err(err)?,
+                    manager: r.get(7).map_err(err)?,
+                    source_hash: r.get(8).map_err(err)?,
+                }),
             };
-            f(&id, mirror, pushed);
+            f(UserRow {
+                id: r.get(0).map_err(err)?,
+                props: r.get(1).map_err(err)?,
+                soft_deleted: r.get::<_, i64>(2).unwrap_or(0) != 0,
+                pushed,
+            });
         }
         Ok(())
+    }
+
+    /// Remembers the fingerprints of users HERE already holds exactly as planned.
+    pub fn remember_sources(&mut self, sources: &[(String, i64)]) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE snapshot_users SET source_hash = ?2 WHERE entra_id = ?1")
+                .map_err(err)?;
+            for (id, hash) in sources {
+                stmt.execute(params![id, hash]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// The pushed user with this Entra id, or else with this userName (case-insensitive),
@@ -279,15 +354,17 @@ fn apply_ack(tx: &rusqlite::Transaction<'_>, ack: &Ack) -> rusqlite::Result<()> 
             user_name,
             active,
             attrs,
+            source,
         } => {
             tx.prepare_cached(
-                "INSERT INTO snapshot_users (entra_id, scim_id, user_name, active, attrs, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO snapshot_users (entra_id, scim_id, user_name, active, attrs, updated_at, source_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(entra_id) DO UPDATE SET scim_id = excluded.scim_id,
                      user_name = excluded.user_name, active = excluded.active,
-                     attrs = excluded.attrs, updated_at = excluded.updated_at",
+                     attrs = excluded.attrs, updated_at = excluded.updated_at,
+                     source_hash = excluded.source_hash",
             )?
-            .execute(params![entra_id, scim_id, user_name, *active as i64, attrs.as_str(), t])?;
+            .execute(params![entra_id, scim_id, user_name, *active as i64, attrs.as_str(), t, source])?;
         }
         Ack::Manager { entra_id, manager } => {
             tx.prepare_cached(
@@ -376,6 +453,7 @@ mod tests {
                 user_name: "a@x".into(),
                 active: true,
                 attrs: AttrText::from_attrs(&attrs),
+                source: None,
             },
             &log(),
         )
