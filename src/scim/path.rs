@@ -51,7 +51,10 @@ impl ScimPath {
         };
         if let Some(open) = path.find('[') {
             let attr = &path[..open];
-            let close = path.find(']').ok_or_else(|| err("missing ']'"))?;
+            let close = path[open..]
+                .find(']')
+                .map(|i| open + i)
+                .ok_or_else(|| err("missing ']'"))?;
             let filter = &path[open + 1..close];
             let sub = path[close + 1..].strip_prefix('.').ok_or_else(|| {
                 err("a filtered path needs a sub-attribute, e.g. emails[type eq \"work\"].value")
@@ -306,9 +309,20 @@ mod tests {
             "emails[type eq \"work\"]",
             "na me",
             "emails[value co \"x\"].value",
+            "a]b[c",
+            "emails]s[type eq \"work\"].value",
         ] {
             assert!(ScimPath::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bracket_closed_before_it_opens_is_an_error_not_a_panic() {
+        // Found by the scim_response fuzz target: `]` before `[` sliced backwards.
+        assert!(ScimPath::parse("emaiscimTypel]s[type eq \"work\"].value").is_err());
+        assert_eq!(ScimPath::parse("x]y[").unwrap_err().reason, "missing ']'");
+        let resource = json!({"emails": [{"type": "work", "value": "a"}]});
+        assert_eq!(extract(&resource, "a]b[c"), None);
     }
 
     #[test]
