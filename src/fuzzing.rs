@@ -29,6 +29,9 @@ pub struct DeltaRun {
     pub plans: Vec<Plan>,
     /// One more cycle with Entra unchanged: a converged planner has nothing left to do.
     pub settled: Plan,
+    /// Cycles where the cycle's planner (users as stored rows, unchanged users skipped by
+    /// fingerprint) and the full planner (every user parsed) disagreed: (row plan, full plan).
+    pub disagreements: Vec<(Plan, Plan)>,
 }
 
 /// Delta pages → mirror → plan, for several cycles over one in-memory state.
@@ -65,12 +68,50 @@ pub fn delta_pages(data: &[u8]) -> Result<Option<DeltaRun>, StateError> {
             Err(GraphError::State(e)) => return Err(e),
             Err(_) => run.refused += 1,
         }
-        let plan = plan(&state, &mapping, &options)?;
+        let plan = cycle_plan(&mut state, &mapping, &options, &mut run)?;
         acknowledge(&mut state, &plan)?;
         run.plans.push(plan);
     }
-    run.settled = plan(&state, &mapping, &options)?;
+    run.settled = cycle_plan(&mut state, &mapping, &options, &mut run)?;
     Ok(Some(run))
+}
+
+/// Plans as a cycle does (and remembers the fingerprints it would), checking the plan
+/// against one made by parsing every user.
+fn cycle_plan(
+    state: &mut State,
+    mapping: &Mapping,
+    options: &PlanOptions,
+    run: &mut DeltaRun,
+) -> Result<Plan, StateError> {
+    let directory = state.load_directory()?;
+    let snapshot_groups = state.load_snapshot_groups()?;
+    let held = BTreeSet::new();
+    let mut rows = Planner::new(&directory, &snapshot_groups, mapping, &held, options);
+    state.for_each_user_row(|row| rows.user_row(&row))?;
+    let plan = rows.finish();
+    let mut full = Planner::new(&directory, &snapshot_groups, mapping, &held, options);
+    state.for_each_user(|id, user, pushed| full.user(id, user.as_ref(), pushed.as_ref()))?;
+    let full = full.finish();
+    let same = without_sources(&plan.ops) == without_sources(&full.ops)
+        && plan.skipped == full.skipped
+        && plan.held == full.held;
+    if !same {
+        run.disagreements.push((plan.clone(), full));
+    }
+    state.remember_sources(&plan.sources)?;
+    Ok(plan)
+}
+
+/// Operations without the fingerprints only the row planner records.
+fn without_sources(ops: &[Op]) -> Vec<Op> {
+    let mut ops = ops.to_vec();
+    for op in &mut ops {
+        if let Op::CreateUser { source, .. } | Op::UpdateUser { source, .. } = op {
+            *source = None;
+        }
+    }
+    ops
 }
 
 /// One read: assignments, the page as a users round and as a groups round, all or nothing.
@@ -97,7 +138,7 @@ fn default_assignments(page: &Value) -> Vec<(String, String)> {
         .filter_map(|e| e.get("id")?.as_str());
     let mut out = Vec::new();
     for id in ids {
-        if id.len() % 2 == 0 {
+        if id.len().is_multiple_of(2) {
             out.push((id.to_string(), "User".to_string()));
         }
         out.push((id.to_string(), "Group".to_string()));
@@ -107,28 +148,22 @@ fn default_assignments(page: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Plans as a cycle does: groups and assignments whole, users streamed.
-fn plan(state: &State, mapping: &Mapping, options: &PlanOptions) -> Result<Plan, StateError> {
-    let directory = state.load_directory()?;
-    let snapshot_groups = state.load_snapshot_groups()?;
-    let held = BTreeSet::new();
-    let mut planner = Planner::new(&directory, &snapshot_groups, mapping, &held, options);
-    state.for_each_user(|id, user, pushed| planner.user(id, user.as_ref(), pushed.as_ref()))?;
-    Ok(planner.finish())
-}
-
 /// Records every operation of `plan` as acknowledged, with made-up SCIM ids.
 fn acknowledge(state: &mut State, plan: &Plan) -> Result<(), StateError> {
     for op in &plan.ops {
-        let user =
-            |entra_id: &String, scim_id: &str, name: &String, active, attrs: &AttrText| Ack::User {
-                entra_id: entra_id.clone(),
-                scim_id: scim_id.to_string(),
-                user_name: name.clone(),
-                active,
-                attrs: attrs.clone(),
-                source: None,
-            };
+        let user = |entra_id: &String,
+                    scim_id: &str,
+                    name: &String,
+                    active,
+                    attrs: &AttrText,
+                    source: &Option<i64>| Ack::User {
+            entra_id: entra_id.clone(),
+            scim_id: scim_id.to_string(),
+            user_name: name.clone(),
+            active,
+            attrs: attrs.clone(),
+            source: *source,
+        };
         let group = |entra_id: &String, scim_id: &str, name: &String, attrs: &Attrs| Ack::Group {
             entra_id: entra_id.clone(),
             scim_id: scim_id.to_string(),
@@ -140,22 +175,30 @@ fn acknowledge(state: &mut State, plan: &Plan) -> Result<(), StateError> {
                 entra_id,
                 user_name,
                 attrs,
-                ..
-            } => user(entra_id, &format!("u-{entra_id}"), user_name, true, attrs),
+                source,
+            } => user(
+                entra_id,
+                &format!("u-{entra_id}"),
+                user_name,
+                true,
+                attrs,
+                source,
+            ),
             Op::UpdateUser {
                 entra_id,
                 scim_id,
                 user_name,
                 attrs,
+                source,
                 ..
-            } => user(entra_id, scim_id, user_name, true, attrs),
+            } => user(entra_id, scim_id, user_name, true, attrs, source),
             Op::DeactivateUser {
                 entra_id,
                 scim_id,
                 user_name,
                 attrs,
                 ..
-            } => user(entra_id, scim_id, user_name, false, attrs),
+            } => user(entra_id, scim_id, user_name, false, attrs, &None),
             Op::SetManager {
                 entra_id, manager, ..
             } => Ack::Manager {
@@ -367,6 +410,7 @@ mod tests {
         assert_eq!(run.refused, 1);
         assert!(!run.plans[0].ops.is_empty());
         assert!(run.settled.ops.is_empty(), "{:?}", run.settled.ops);
+        assert!(run.disagreements.is_empty(), "{:?}", run.disagreements);
         assert!(delta_pages(b"not json").unwrap().is_none());
     }
 
