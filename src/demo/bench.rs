@@ -48,16 +48,7 @@ impl Sim {
     fn churn(&mut self, args: &DemoArgs) -> Fallible<Vec<String>> {
         match self {
             Sim::InProcess(sim, tenant) => Ok(apply_churn(sim, tenant, args)),
-            Sim::Child(_, stdin, stdout) => {
-                writeln!(stdin, "churn")?;
-                stdin.flush()?;
-                let mut line = String::new();
-                stdout.read_line(&mut line)?;
-                let said = line
-                    .strip_prefix("CHANGED ")
-                    .ok_or("simulator process stopped")?;
-                Ok(serde_json::from_str(said.trim())?)
-            }
+            Sim::Child(..) => self.ask("churn", "CHANGED "),
         }
     }
 
@@ -65,17 +56,23 @@ impl Sim {
     fn here_counts(&mut self) -> Fallible<(usize, usize, usize)> {
         match self {
             Sim::InProcess(sim, _) => Ok(counts(sim)),
-            Sim::Child(_, stdin, stdout) => {
-                writeln!(stdin, "report")?;
-                stdin.flush()?;
-                let mut line = String::new();
-                stdout.read_line(&mut line)?;
-                let said = line
-                    .strip_prefix("REPORT ")
-                    .ok_or("simulator process stopped")?;
-                Ok(serde_json::from_str(said.trim())?)
-            }
+            Sim::Child(..) => self.ask("report", "REPORT "),
         }
+    }
+
+    /// One command to the simulator process and its JSON answer.
+    fn ask<T: serde::de::DeserializeOwned>(&mut self, command: &str, answer: &str) -> Fallible<T> {
+        let Sim::Child(_, stdin, stdout) = self else {
+            return Err("the simulator runs in this process".into());
+        };
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let said = line
+            .strip_prefix(answer)
+            .ok_or("simulator process stopped")?;
+        Ok(serde_json::from_str(said.trim())?)
     }
 }
 
