@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Harness;
+use common::{member_ids, Harness};
 use entra_here_sync::demo::upn;
 use serde_json::{json, Value};
 
@@ -112,17 +112,6 @@ fn user(users: &[Value], i: usize) -> &Value {
         .iter()
         .find(|u| u["userName"] == json!(upn(i)))
         .unwrap_or_else(|| panic!("{} missing on scim2-server", upn(i)))
-}
-
-fn member_ids(group: &Value) -> BTreeSet<String> {
-    group["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["value"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

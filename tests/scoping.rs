@@ -528,14 +528,7 @@ async fn user_whose_department_leaves_the_filter_is_deactivated_next_cycle() {
 /// HERE members (SCIM ids) of the group with this displayName.
 fn here_members(h: &Harness, name: &str) -> Vec<String> {
     let g = h.sim.scim.find_group(name).expect("group in HERE");
-    g["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["value"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::member_ids(&g).into_iter().collect()
 }
 
 fn scim_id(h: &Harness, i: usize) -> String {

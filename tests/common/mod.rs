@@ -173,14 +173,7 @@ pub fn verify_target(sim: &Simulator, deactivated: &[&str]) {
             .iter()
             .filter_map(|m| active_ids.get(m).cloned())
             .collect();
-        let got: BTreeSet<String> = g["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["value"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let got = member_ids(g);
         assert_eq!(got, want, "members of group {}", g["displayName"]);
     }
 }
@@ -211,4 +204,16 @@ pub fn edit_config(h: &Harness, from: &str, to: &str) {
     let text = std::fs::read_to_string(&h.config_path).expect("config readable");
     assert!(text.contains(from), "config has no {from:?}");
     std::fs::write(&h.config_path, text.replace(from, to)).expect("config written");
+}
+
+/// The SCIM ids of a SCIM group's members.
+pub fn member_ids(group: &Value) -> BTreeSet<String> {
+    group["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
