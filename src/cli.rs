@@ -95,6 +95,10 @@ pub struct DemoArgs {
     /// handful of illustrative changes).
     #[arg(long)]
     pub churn: Option<f64>,
+    /// Let the simulated HERE advertise and serve SCIM `/Bulk` with this `maxOperations`
+    /// (and a 1 MiB `maxPayloadSize`); without it, one request per operation.
+    #[arg(long, value_name = "N")]
+    pub bulk_max_operations: Option<usize>,
     /// Run the simulator in a child process, so the peak RSS is the engine's alone.
     #[arg(long)]
     pub sim_process: bool,

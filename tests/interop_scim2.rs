@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{member_ids, Harness};
+use common::{edit_config, member_ids, Harness};
 use entra_here_sync::demo::upn;
 use serde_json::{json, Value};
 
@@ -114,13 +114,38 @@ fn user(users: &[Value], i: usize) -> &Value {
         .unwrap_or_else(|| panic!("{} missing on scim2-server", upn(i)))
 }
 
+/// scim2-server advertises `/Bulk` (maxOperations 1000), so the default config sends bulk
+/// requests; `here.bulk = false` sends one request per operation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_and_incremental_sync_against_scim2_server() {
+    interop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_and_incremental_bulk_sync_against_scim2_server() {
+    interop(true).await;
+}
+
+/// Only bulk requests in bulk mode, none otherwise (the ServiceProviderConfig read aside).
+fn assert_mode(s: &entra_here_sync::report::Summary, bulk: bool) {
+    let kinds: Vec<&String> = s.scim_requests_by_kind.keys().collect();
+    let writes = kinds.iter().filter(|k| !k.starts_with("GET")).count();
+    let bulks = kinds.iter().filter(|k| *k == &"POST Bulk").count();
+    match bulk {
+        true => assert_eq!((writes, bulks), (1, 1), "{kinds:?}"),
+        false => assert_eq!(bulks, 0, "{kinds:?}"),
+    }
+}
+
+async fn interop(bulk: bool) {
     let Some(server) = start_server().await else {
         return;
     };
     let h = Harness::new("").await;
     retarget(&h, &server);
+    if !bulk {
+        edit_config(&h, "[here]\n", "[here]\nbulk = false\n");
+    }
     let g = &h.sim.graph;
     let u: Vec<String> = (0..=12).map(|i| h.add_user(i)).collect();
     let members: Vec<&str> = (1..=8).map(|i| u[i].as_str()).collect();
@@ -135,6 +160,7 @@ async fn initial_and_incremental_sync_against_scim2_server() {
         (0, 0, 11, 2),
         "{s:?}"
     );
+    assert_mode(&s, bulk);
     let users = list(&server.base, "Users").await;
     assert_eq!(users.len(), 11, "users 1..=11 only");
     assert_eq!(user(&users, 3)["name"]["givenName"], json!("Given3"));
@@ -160,6 +186,7 @@ async fn initial_and_incremental_sync_against_scim2_server() {
         (1, 2, 1),
         "{s:?}"
     );
+    assert_mode(&s, bulk);
     let users = list(&server.base, "Users").await;
     assert_eq!(users.len(), 11, "nobody deleted or duplicated");
     assert_eq!(user(&users, 2)["title"], json!("Director"));

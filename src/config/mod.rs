@@ -102,6 +102,8 @@ pub struct HereConfig {
     pub timeout: Duration,
     /// PATCH dialect: RFC 7644 (default) or Entra's default client form.
     pub patch_style: crate::scim::PatchStyle,
+    /// Send requests through `/Bulk` when HERE's ServiceProviderConfig advertises it.
+    pub bulk: bool,
 }
 
 /// `[schedule]`: when `run` starts cycles.
@@ -415,6 +417,7 @@ impl Validator<'_> {
             max_members_per_patch: h.max_members_per_patch,
             timeout: Duration::from_secs(h.timeout_secs),
             patch_style: h.patch_style,
+            bulk: h.bulk,
         })
     }
 

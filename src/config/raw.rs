@@ -58,6 +58,8 @@ pub(super) struct RawHere {
     pub(super) timeout_secs: u64,
     #[serde(default)]
     pub(super) patch_style: crate::scim::PatchStyle,
+    #[serde(default = "yes")]
+    pub(super) bulk: bool,
 }
 
 #[derive(Deserialize)]

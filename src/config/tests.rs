@@ -25,6 +25,7 @@ fn minimal_config_gets_spec_defaults() {
     assert_eq!(c.here.max_requests_per_second, 50);
     assert_eq!(c.here.max_members_per_patch, 100);
     assert_eq!(c.here.timeout, Duration::from_secs(30));
+    assert!(c.here.bulk, "bulk is used when HERE advertises it");
     assert_eq!(c.schedule.when, Schedule::Every(Duration::from_secs(2400)));
     assert!(c.schedule.run_on_start);
     assert_eq!(c.sync.max_deactivations, 500);

@@ -1,6 +1,11 @@
-//! Carrying out one operation against HERE: the requests, 409 adoption, membership
-//! chunks, and what to record for each.
+//! Carrying out one operation against HERE: the requests it needs (its calls), 409
+//! adoption, membership chunks, and what each acknowledged request records.
+//!
+//! An operation is first turned into [`Call`]s — a request plus what its success records —
+//! so the same calls can be sent one by one ([`execute`]) or packed into `/Bulk` requests
+//! (see `super::bulk`).
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{Done, Ids, PushContext, Tally};
@@ -19,6 +24,25 @@ pub(super) struct Unit {
     subject: Option<String>,
     /// (Entra id, SCIM id) of members that exist in HERE.
     members: Vec<(String, String)>,
+}
+
+impl Unit {
+    pub(super) fn op(&self) -> &Op {
+        &self.op
+    }
+
+    /// The group a membership operation changes, when it has no SCIM id yet.
+    pub(super) fn group_to_create(&self) -> Option<&str> {
+        match &self.op {
+            Op::AddMembers { group, .. } if self.target.is_none() => Some(group),
+            _ => None,
+        }
+    }
+
+    /// Points a membership operation at a group created earlier in the same bulk request.
+    pub(super) fn target_bulk_id(&mut self, bulk_id: &str) {
+        self.target = Some(format!("bulkId:{bulk_id}"));
+    }
 }
 
 pub(super) fn resolve(op: Op, ids: &Ids) -> Unit {
@@ -43,6 +67,61 @@ pub(super) fn resolve(op: Op, ids: &Ids) -> Unit {
         target,
         subject,
         members,
+    }
+}
+
+/// One SCIM request: `id` is the resource's SCIM id (or a `bulkId:` reference inside a
+/// bulk request); none for a POST to the collection.
+#[derive(Debug, Clone)]
+pub(super) struct Request {
+    pub(super) method: Method,
+    pub(super) kind: Kind,
+    pub(super) id: Option<String>,
+    pub(super) body: Option<Value>,
+}
+
+/// One request of an operation and what its success records. `done.result` holds the
+/// success (a create's SCIM id is filled in from the answer); [`settle`] replaces it with
+/// the error when the request fails. A call without a request is acknowledged as is.
+pub(super) struct Call {
+    pub(super) request: Option<Request>,
+    pub(super) done: Done,
+}
+
+impl Call {
+    fn new(op: &Op, name: &'static str, changes: Value, request: Request, ack: Ack) -> Call {
+        let (status, tally) = match op {
+            Op::CreateUser { .. } => (201, Tally::UserCreated),
+            Op::UpdateUser {
+                reactivate: true, ..
+            } => (200, Tally::UserReactivated),
+            Op::UpdateUser { .. } => (200, Tally::UserUpdated),
+            Op::DeactivateUser { .. } => (200, Tally::UserDeactivated),
+            Op::SetManager { .. } => (200, Tally::Quiet),
+            Op::CreateGroup { .. } => (201, Tally::GroupCreated),
+            Op::UpdateGroup { .. } => (204, Tally::GroupUpdated),
+            Op::DeleteGroup { .. } => (204, Tally::GroupDeleted),
+            Op::AddMembers { .. } | Op::RemoveMembers { .. } => (204, Tally::Quiet),
+        };
+        Call {
+            request: Some(request),
+            done: done(op, name, changes, Ok((ack, status)), tally),
+        }
+    }
+
+    /// The bulkId a POST is known by inside a bulk request (unique per object).
+    pub(super) fn creates(&self) -> Option<String> {
+        let r = self.request.as_ref()?;
+        (r.method == Method::POST).then(|| format!("{}-{}", self.done.kind, self.done.entra_id))
+    }
+
+    /// The bulkId of the object, created in the same bulk request, this call refers to.
+    pub(super) fn needs(&self) -> Option<&str> {
+        self.request
+            .as_ref()?
+            .id
+            .as_deref()?
+            .strip_prefix("bulkId:")
     }
 }
 
@@ -72,16 +151,18 @@ pub(super) fn done(
     }
 }
 
-pub(super) fn scim_id_of(resource: &Value) -> String {
-    resource
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+fn patch_request(kind: Kind, id: &str, ops: Vec<Value>) -> Request {
+    Request {
+        method: Method::PATCH,
+        kind,
+        id: Some(id.to_string()),
+        body: Some(patch::body(ops)),
+    }
 }
 
-pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
-    let c = ctx.client;
+/// The requests an operation needs, in order. None when it cannot run yet (a reference
+/// to an object HERE does not have): it is planned again next cycle.
+pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
     let op = &unit.op;
     match op {
         Op::CreateUser {
@@ -90,9 +171,15 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             attrs,
             source,
         } => {
-            let (name, result) = create_user(ctx, entra_id, user_name, attrs, *source).await;
+            let request = Request {
+                method: Method::POST,
+                kind: Kind::Users,
+                id: None,
+                body: Some(build_resource(USER_SCHEMA, &attrs.attrs())),
+            };
             let created: Value = serde_json::from_str(attrs.as_str()).unwrap_or_default();
-            vec![done(op, name, created, result, Tally::UserCreated)]
+            let ack = user_ack(entra_id, "", user_name, true, attrs, *source);
+            vec![Call::new(op, "create_user", created, request, ack)]
         }
         Op::UpdateUser {
             entra_id,
@@ -100,28 +187,13 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             user_name,
             changes,
             attrs,
-            reactivate,
             source,
+            ..
         } => {
-            let result = c
-                .patch(
-                    Kind::Users,
-                    scim_id,
-                    patch::attribute_ops(changes, &attrs.attrs(), ctx.style),
-                )
-                .await
-                .map(|_| {
-                    (
-                        user_ack(entra_id, scim_id, user_name, true, attrs, *source),
-                        200,
-                    )
-                });
-            let tally = if *reactivate {
-                Tally::UserReactivated
-            } else {
-                Tally::UserUpdated
-            };
-            vec![done(op, op.name(), change_log(changes), result, tally)]
+            let ops = patch::attribute_ops(changes, &attrs.attrs(), ctx.style);
+            let ack = user_ack(entra_id, scim_id, user_name, true, attrs, *source);
+            let request = patch_request(Kind::Users, scim_id, ops);
+            vec![Call::new(op, op.name(), change_log(changes), request, ack)]
         }
         Op::DeactivateUser {
             entra_id,
@@ -135,22 +207,12 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
                 old: Some(Value::Bool(true)),
                 new: Some(Value::Bool(false)),
             }];
-            let result = c
-                .patch(
-                    Kind::Users,
-                    scim_id,
-                    patch::attribute_ops(&change, &attrs.attrs(), ctx.style),
-                )
-                .await
-                .map(|_| {
-                    (
-                        user_ack(entra_id, scim_id, user_name, false, attrs, None),
-                        200,
-                    )
-                });
+            let ops = patch::attribute_ops(&change, &attrs.attrs(), ctx.style);
+            let ack = user_ack(entra_id, scim_id, user_name, false, attrs, None);
             let mut log = change_log(&change);
             log["reason"] = json!(reason); // `history` answers why
-            vec![done(op, op.name(), log, result, Tally::UserDeactivated)]
+            let request = patch_request(Kind::Users, scim_id, ops);
+            vec![Call::new(op, op.name(), log, request, ack)]
         }
         Op::SetManager {
             entra_id, manager, ..
@@ -159,26 +221,18 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             else {
                 return Vec::new(); // user or manager not in HERE yet: planned again next cycle
             };
-            let result = c
-                .patch(
-                    Kind::Users,
-                    user,
-                    vec![patch::manager_op(unit.target.as_deref(), ctx.style)],
-                )
-                .await
-                .map(|_| {
-                    let ack = Ack::Manager {
-                        entra_id: entra_id.clone(),
-                        manager: manager.clone(),
-                    };
-                    (ack, 200)
-                });
-            vec![done(
+            let ops = vec![patch::manager_op(unit.target.as_deref(), ctx.style)];
+            let ack = Ack::Manager {
+                entra_id: entra_id.clone(),
+                manager: manager.clone(),
+            };
+            let log = json!({"manager": {"new": manager}});
+            vec![Call::new(
                 op,
                 op.name(),
-                json!({"manager": {"new": manager}}),
-                result,
-                Tally::Quiet,
+                log,
+                patch_request(Kind::Users, user, ops),
+                ack,
             )]
         }
         Op::CreateGroup {
@@ -186,8 +240,16 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             display_name,
             attrs,
         } => {
-            let (name, result) = create_group(ctx, entra_id, display_name, attrs).await;
-            vec![done(op, name, json!(attrs), result, Tally::GroupCreated)]
+            let mut resource = build_resource(GROUP_SCHEMA, attrs);
+            resource["members"] = json!([]); // members follow by PATCH
+            let request = Request {
+                method: Method::POST,
+                kind: Kind::Groups,
+                id: None,
+                body: Some(resource),
+            };
+            let ack = group_ack(entra_id, "", display_name, attrs);
+            vec![Call::new(op, "create_group", json!(attrs), request, ack)]
         }
         Op::UpdateGroup {
             entra_id,
@@ -196,43 +258,169 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
             changes,
             attrs,
         } => {
-            let result = c
-                .patch(
-                    Kind::Groups,
-                    scim_id,
-                    patch::attribute_ops(changes, attrs, ctx.style),
-                )
-                .await
-                .map(|_| (group_ack(entra_id, scim_id, display_name, attrs), 204));
-            vec![done(
-                op,
-                op.name(),
-                change_log(changes),
-                result,
-                Tally::GroupUpdated,
-            )]
+            let ops = patch::attribute_ops(changes, attrs, ctx.style);
+            let ack = group_ack(entra_id, scim_id, display_name, attrs);
+            let request = patch_request(Kind::Groups, scim_id, ops);
+            vec![Call::new(op, op.name(), change_log(changes), request, ack)]
         }
-        Op::AddMembers { .. } | Op::RemoveMembers { .. } => members(ctx, &unit).await,
+        Op::AddMembers { .. } | Op::RemoveMembers { .. } => member_calls(ctx, unit),
         Op::DeleteGroup {
             entra_id, scim_id, ..
         } => {
-            let result = c.delete(Kind::Groups, scim_id).await.map(|_| {
-                (
-                    Ack::GroupDeleted {
-                        entra_id: entra_id.clone(),
-                    },
-                    204,
-                )
-            });
-            vec![done(
-                op,
-                op.name(),
-                Value::Null,
-                result,
-                Tally::GroupDeleted,
-            )]
+            let request = Request {
+                method: Method::DELETE,
+                kind: Kind::Groups,
+                id: Some(scim_id.clone()),
+                body: None,
+            };
+            let ack = Ack::GroupDeleted {
+                entra_id: entra_id.clone(),
+            };
+            vec![Call::new(op, op.name(), Value::Null, request, ack)]
         }
     }
+}
+
+/// Sends an operation's calls one request at a time; a membership chunk that fails stops
+/// the chunks after it (they are planned again next cycle).
+pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
+    let mut out = Vec::new();
+    for call in calls(ctx, &unit) {
+        let done = send_one(ctx, call).await;
+        let failed = done.result.is_err();
+        out.push(done);
+        if failed {
+            break;
+        }
+    }
+    out
+}
+
+/// Sends one call as a single request and settles it.
+pub(super) async fn send_one(ctx: &PushContext<'_>, call: Call) -> Done {
+    let answer = match &call.request {
+        None => Ok(None),
+        Some(r) => {
+            let path = ctx.client.path(r.kind, r.id.as_deref());
+            let sent = ctx.client.request(r.method.clone(), &path, r.body.as_ref());
+            sent.await.map(|(_, body)| body)
+        }
+    };
+    settle(ctx, call, answer).await
+}
+
+/// Turns HERE's answer to a call into what to record: a create learns its SCIM id, a
+/// `409` on a create adopts the existing object, a `404` on a delete counts as deleted.
+pub(super) async fn settle(
+    ctx: &PushContext<'_>,
+    call: Call,
+    answer: Result<Option<Value>, ScimError>,
+) -> Done {
+    let Call { request, done } = call;
+    let (Some(request), Ok((ack, status))) = (request, &done.result) else {
+        return done;
+    };
+    let (ack, status) = (ack.clone(), *status);
+    let creating = request.method == Method::POST;
+    let mut op = done.op;
+    let result = match answer {
+        Ok(body) if creating => {
+            created_id(request.kind, body.as_ref()).map(|id| (with_scim_id(ack, &id), status))
+        }
+        Ok(_) => Ok((ack, status)),
+        Err(e) if creating && e.is_conflict() => {
+            op = match request.kind {
+                Kind::Users => "adopt_user",
+                Kind::Groups => "adopt_group",
+            };
+            adopt_ack(ctx, ack).await.map(|ack| (ack, 409))
+        }
+        Err(e) if request.method == Method::DELETE && e.status() == Some(404) => {
+            Ok((ack, status)) // already gone
+        }
+        Err(e) => Err(e),
+    };
+    Done { op, result, ..done }
+}
+
+/// The SCIM id of a created resource: its `id`, or the last segment of its `location`
+/// (a bulk answer carries only the location).
+fn created_id(kind: Kind, body: Option<&Value>) -> Result<String, ScimError> {
+    let id = body.and_then(|b| b.get("id")).and_then(Value::as_str);
+    let located = || {
+        let location = body?.get("location")?.as_str()?;
+        location.rsplit('/').next().filter(|s| !s.is_empty())
+    };
+    id.or_else(located)
+        .map(str::to_string)
+        .ok_or_else(|| ScimError::Malformed {
+            method: "POST".into(),
+            path: kind.endpoint().into(),
+            detail: "the created resource has no id".into(),
+        })
+}
+
+fn with_scim_id(ack: Ack, id: &str) -> Ack {
+    match ack {
+        Ack::User {
+            entra_id,
+            user_name,
+            active,
+            attrs,
+            source,
+            ..
+        } => Ack::User {
+            entra_id,
+            scim_id: id.to_string(),
+            user_name,
+            active,
+            attrs,
+            source,
+        },
+        Ack::Group {
+            entra_id,
+            display_name,
+            attrs,
+            ..
+        } => Ack::Group {
+            entra_id,
+            scim_id: id.to_string(),
+            display_name,
+            attrs,
+        },
+        other => other,
+    }
+}
+
+/// Adopts the object a create found taken, and returns the acknowledgement with its id.
+async fn adopt_ack(ctx: &PushContext<'_>, ack: Ack) -> Result<Ack, ScimError> {
+    let id = match &ack {
+        Ack::User {
+            user_name, attrs, ..
+        } => {
+            let paths = &ctx.managed_user_paths;
+            let attrs = attrs.attrs();
+            adopt(ctx, Kind::Users, "userName", user_name, &attrs, paths).await?
+        }
+        Ack::Group {
+            display_name,
+            attrs,
+            ..
+        } => {
+            let paths: Vec<String> = attrs.keys().cloned().collect();
+            adopt(
+                ctx,
+                Kind::Groups,
+                "displayName",
+                display_name,
+                attrs,
+                &paths,
+            )
+            .await?
+        }
+        _ => return Ok(ack),
+    };
+    Ok(with_scim_id(ack, &id))
 }
 
 pub(super) fn user_ack(
@@ -262,87 +450,6 @@ pub(super) fn group_ack(entra_id: &str, scim_id: &str, display_name: &str, attrs
     }
 }
 
-/// POST the user; on 409 adopt the existing one and PATCH it to what the mapping says.
-pub(super) async fn create_user(
-    ctx: &PushContext<'_>,
-    entra_id: &str,
-    user_name: &str,
-    text: &AttrText,
-    source: Option<i64>,
-) -> (&'static str, Result<(Ack, u16), ScimError>) {
-    let attrs = &text.attrs();
-    let resource = build_resource(USER_SCHEMA, attrs);
-    match ctx.client.create(Kind::Users, &resource).await {
-        Ok(created) => (
-            "create_user",
-            Ok((
-                user_ack(
-                    entra_id,
-                    &scim_id_of(&created),
-                    user_name,
-                    true,
-                    text,
-                    source,
-                ),
-                201,
-            )),
-        ),
-        Err(e) if e.is_conflict() => {
-            let adopted = adopt(
-                ctx,
-                Kind::Users,
-                "userName",
-                user_name,
-                attrs,
-                &ctx.managed_user_paths,
-            )
-            .await;
-            (
-                "adopt_user",
-                adopted.map(|id| (user_ack(entra_id, &id, user_name, true, text, source), 409)),
-            )
-        }
-        Err(e) => ("create_user", Err(e)),
-    }
-}
-
-/// POST the group (empty members; they follow by PATCH); on 409 adopt it.
-pub(super) async fn create_group(
-    ctx: &PushContext<'_>,
-    entra_id: &str,
-    display_name: &str,
-    attrs: &Attrs,
-) -> (&'static str, Result<(Ack, u16), ScimError>) {
-    let mut resource = build_resource(GROUP_SCHEMA, attrs);
-    resource["members"] = json!([]);
-    match ctx.client.create(Kind::Groups, &resource).await {
-        Ok(created) => (
-            "create_group",
-            Ok((
-                group_ack(entra_id, &scim_id_of(&created), display_name, attrs),
-                201,
-            )),
-        ),
-        Err(e) if e.is_conflict() => {
-            let paths: Vec<String> = attrs.keys().cloned().collect();
-            let adopted = adopt(
-                ctx,
-                Kind::Groups,
-                "displayName",
-                display_name,
-                attrs,
-                &paths,
-            )
-            .await;
-            (
-                "adopt_group",
-                adopted.map(|id| (group_ack(entra_id, &id, display_name, attrs), 409)),
-            )
-        }
-        Err(e) => ("create_group", Err(e)),
-    }
-}
-
 /// Finds the existing resource and PATCHes only what differs from `attrs` on `paths`.
 pub(super) async fn adopt(
     ctx: &PushContext<'_>,
@@ -359,7 +466,11 @@ pub(super) async fn adopt(
         scim_type: Some("uniqueness".into()),
         detail: Some(format!("HERE reports {key} {value:?} as taken but no resource matches it; resolve the duplicate in HERE")),
     })?;
-    let id = scim_id_of(&existing);
+    let id = existing
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let current: Attrs = paths
         .iter()
         .filter_map(|p| extract(&existing, p).map(|v| (p.clone(), v)))
@@ -373,87 +484,71 @@ pub(super) async fn adopt(
     Ok(id)
 }
 
-/// Membership changes in PATCHes of at most `max_members_per_patch`, one chunk after the
-/// other for the same group, each chunk acknowledged on its own.
-pub(super) async fn members(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Done> {
+/// Membership changes in PATCHes of at most `max_members_per_patch`, each chunk
+/// acknowledged on its own.
+fn member_calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
     let Some(group_scim) = unit.target.as_deref() else {
         return Vec::new(); // the group does not exist in HERE (its creation failed)
     };
-    let (group, adding) = match &unit.op {
-        Op::AddMembers { group, .. } => (group, true),
-        Op::RemoveMembers { group, .. } => (group, false),
+    let (group, users, adding) = match &unit.op {
+        Op::AddMembers { group, users, .. } => (group, users, true),
+        Op::RemoveMembers { group, users, .. } => (group, users, false),
         _ => return Vec::new(),
     };
     let mut out = Vec::new();
-    let mut pending: Vec<(String, String)> = unit.members.clone();
     if !adding {
         // members HERE never knew need no request: acknowledge their removal directly
-        let known: Vec<&String> = unit.members.iter().map(|(e, _)| e).collect();
-        if let Op::RemoveMembers { users, .. } = &unit.op {
-            let unknown: Vec<String> = users
-                .iter()
-                .filter(|u| !known.contains(u))
-                .cloned()
-                .collect();
-            if !unknown.is_empty() {
-                let ack = Ack::MembersRemoved {
-                    group: group.clone(),
-                    users: unknown.clone(),
-                };
-                out.push(done(
-                    &unit.op,
-                    "remove_members",
-                    json!({"removed": unknown}),
-                    Ok((ack, 0)),
-                    Tally::Quiet,
-                ));
-            }
+        let unknown: Vec<String> = users
+            .iter()
+            .filter(|u| !unit.members.iter().any(|(e, _)| e == *u))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let ack = Ack::MembersRemoved {
+                group: group.clone(),
+                users: unknown.clone(),
+            };
+            let log = json!({"removed": unknown});
+            out.push(Call {
+                request: None,
+                done: done(&unit.op, "remove_members", log, Ok((ack, 0)), Tally::Quiet),
+            });
         }
     }
-    while !pending.is_empty() {
-        let rest = pending.split_off(pending.len().min(ctx.max_members_per_patch.max(1)));
-        let chunk = std::mem::replace(&mut pending, rest);
+    for chunk in unit.members.chunks(ctx.max_members_per_patch.max(1)) {
         let scim_ids: Vec<String> = chunk.iter().map(|(_, s)| s.clone()).collect();
-        let entra_ids: Vec<String> = chunk.into_iter().map(|(e, _)| e).collect();
+        let entra_ids: Vec<String> = chunk.iter().map(|(e, _)| e.clone()).collect();
         let n = entra_ids.len();
-        let (ops, ack, tally, name) = if adding {
-            (
-                vec![patch::add_members_op(&scim_ids, ctx.style)],
-                Ack::MembersAdded {
-                    group: group.clone(),
-                    users: entra_ids.clone(),
-                },
-                Tally::MembersAdded(n),
-                "add_members",
-            )
+        let (ops, ack, tally, name, key) = if adding {
+            let ack = Ack::MembersAdded {
+                group: group.clone(),
+                users: entra_ids.clone(),
+            };
+            let ops = vec![patch::add_members_op(&scim_ids, ctx.style)];
+            (ops, ack, Tally::MembersAdded(n), "add_members", "added")
         } else {
+            let ack = Ack::MembersRemoved {
+                group: group.clone(),
+                users: entra_ids.clone(),
+            };
+            let ops = patch::remove_members_ops(&scim_ids, ctx.style);
             (
-                patch::remove_members_ops(&scim_ids, ctx.style),
-                Ack::MembersRemoved {
-                    group: group.clone(),
-                    users: entra_ids.clone(),
-                },
+                ops,
+                ack,
                 Tally::MembersRemoved(n),
                 "remove_members",
+                "removed",
             )
         };
-        let result = ctx
-            .client
-            .patch(Kind::Groups, group_scim, ops)
-            .await
-            .map(|_| (ack, 204));
-        let key = if adding { "added" } else { "removed" };
-        let failed = result.is_err();
-        out.push(done(
+        let mut call = Call::new(
             &unit.op,
             name,
             json!({ key: entra_ids }),
-            result,
-            tally,
-        ));
-        if failed {
-            break;
-        }
+            patch_request(Kind::Groups, group_scim, ops),
+            ack,
+        );
+        call.done.tally = tally;
+        out.push(call);
     }
     out
 }

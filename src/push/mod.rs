@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
 
+mod bulk;
 mod execute;
 
 use serde_json::Value;
@@ -24,6 +25,8 @@ pub struct PushContext<'a> {
     pub style: PatchStyle,
     pub max_members_per_patch: usize,
     pub max_concurrency: usize,
+    /// Use `/Bulk` when HERE advertises it (`here.bulk`).
+    pub bulk: bool,
     /// Every user attribute path the mapping manages (to compare adopted users).
     pub managed_user_paths: Vec<String>,
     pub run_id: i64,
@@ -45,6 +48,7 @@ impl<'a> PushContext<'a> {
             style: cfg.here.patch_style,
             max_members_per_patch: cfg.here.max_members_per_patch,
             max_concurrency: cfg.here.max_concurrency,
+            bulk: cfg.here.bulk,
             managed_user_paths: mapping
                 .user_paths()
                 .map(str::to_string)
@@ -180,6 +184,8 @@ impl Ids {
 }
 
 /// Pushes the plan; returns early only when HERE refuses the token or the state fails.
+/// With `/Bulk` advertised by HERE (and `here.bulk` on), each stage's requests travel in
+/// bulk requests; otherwise one request per call.
 pub async fn push(
     ctx: &PushContext<'_>,
     ops: Vec<Op>,
@@ -188,32 +194,95 @@ pub async fn push(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(), PushError> {
     let (users, groups) = state.scim_ids()?;
-    let mut ids = Ids { users, groups };
-    let total = ops.len();
-    let mut finished = 0;
-    let mut stages: Vec<(Stage, Vec<Op>)> = Vec::new();
-    for op in ops {
-        match stages.last_mut() {
-            Some((stage, list)) if *stage == op.stage() => list.push(op),
-            _ => stages.push((op.stage(), vec![op])),
-        }
-    }
     let refused = AtomicBool::new(false);
-    let mut health = Health::default();
-    for (_, list) in stages {
-        if ctx.stop.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
+    let bulk = match (ctx.bulk, ops.is_empty()) {
+        (true, false) => ctx.client.bulk_limits().await,
+        _ => None,
+    };
+    let mut rec = Recorder {
+        ctx,
+        state,
+        summary,
+        progress,
+        ids: Ids { users, groups },
+        health: Health::default(),
+        refused: &refused,
+        denial: None,
+        finished: 0,
+        total: ops.len(),
+    };
+    for phase in phases(ops, bulk.is_some()) {
+        if rec.stopped() {
             break;
         }
-        let units: Vec<_> = list.into_iter().map(|op| resolve(op, &ids)).collect();
-        let mut stream = futures::stream::iter(units)
-            .take_while(|_| {
-                std::future::ready(
-                    !ctx.stop.load(Ordering::Relaxed) && !refused.load(Ordering::Relaxed),
-                )
-            })
-            .map(|unit| execute(ctx, unit))
-            .buffer_unordered(ctx.max_concurrency.max(1));
-        let mut denial = None;
+        match &bulk {
+            Some(limits) => bulk::push_phase(&mut rec, limits, phase).await?,
+            None => {
+                let units: Vec<_> = phase.into_iter().map(|op| resolve(op, &rec.ids)).collect();
+                let stream = futures::stream::iter(units)
+                    .take_while(|_| std::future::ready(!stopped(ctx, &refused)))
+                    .map(|unit| execute(ctx, unit))
+                    .buffer_unordered(ctx.max_concurrency.max(1));
+                rec.drain(stream).await?;
+            }
+        }
+        if let Some(e) = rec.denial.take() {
+            return Err(PushError::Unauthorized(e));
+        }
+        if rec.health.quarantined() {
+            return Err(rec.health.verdict());
+        }
+    }
+    Ok(())
+}
+
+/// The plan cut at its stages, which run one after the other. In bulk mode new groups and
+/// their first members travel together (the members refer to the group by `bulkId`).
+fn phases(ops: Vec<Op>, bulk: bool) -> Vec<Vec<Op>> {
+    let mut phases: Vec<(Stage, Vec<Op>)> = Vec::new();
+    for op in ops {
+        let stage = match op.stage() {
+            Stage::MemberAdds if bulk => Stage::Groups,
+            other => other,
+        };
+        match phases.last_mut() {
+            Some((s, list)) if *s == stage => list.push(op),
+            _ => phases.push((stage, vec![op])),
+        }
+    }
+    phases.into_iter().map(|(_, list)| list).collect()
+}
+
+fn stopped(ctx: &PushContext<'_>, refused: &AtomicBool) -> bool {
+    ctx.stop.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed)
+}
+
+/// Records what the push's requests answer, as they answer.
+pub(super) struct Recorder<'r, 'c> {
+    ctx: &'r PushContext<'c>,
+    state: &'r mut State,
+    summary: &'r mut Summary,
+    progress: &'r mut dyn FnMut(usize, usize),
+    /// SCIM ids known so far: the snapshot's, then this push's acknowledgements.
+    ids: Ids,
+    health: Health,
+    /// Set when HERE refused the token or the push is quarantined: nothing new starts.
+    refused: &'r AtomicBool,
+    denial: Option<ScimError>,
+    finished: usize,
+    total: usize,
+}
+
+impl Recorder<'_, '_> {
+    fn stopped(&self) -> bool {
+        stopped(self.ctx, self.refused)
+    }
+
+    /// Records each answer of `stream` as it arrives, until it ends or the push must stop.
+    async fn drain<S>(&mut self, mut stream: S) -> Result<(), PushError>
+    where
+        S: futures::Stream<Item = Vec<Done>> + Unpin,
+    {
         while let Some(first) = stream.next().await {
             // everything already answered is recorded in one transaction: each
             // acknowledgement is still durable the moment it is handled, at a fraction
@@ -225,43 +294,42 @@ pub async fn push(
                     _ => break,
                 }
             }
-            finished += ready.len();
-            let mut acked = Vec::new();
-            for done in ready.into_iter().flatten() {
-                if let Err(e @ ScimError::Unauthorized { .. }) = &done.result {
-                    refused.store(true, Ordering::Relaxed);
-                    denial.get_or_insert_with(|| e.clone());
-                    continue;
-                }
-                health.observe(&done.result);
-                if done.result.is_ok() {
-                    acked.push(done);
-                } else {
-                    record_failure(ctx, state, summary, done)?;
-                }
-            }
-            record_acks(ctx, state, summary, &mut ids, acked)?;
-            progress(finished, total);
-            if health.quarantined() {
+            self.record(ready.into_iter().flatten().collect())?;
+            if self.health.quarantined() {
                 // HERE is unwell: abandon the in-flight retries too (an unacknowledged
                 // operation is simply planned again, see invariant 4)
-                refused.store(true, Ordering::Relaxed);
+                self.refused.store(true, Ordering::Relaxed);
                 break;
             }
         }
-        drop(stream);
-        if let Some(e) = denial {
-            return Err(PushError::Unauthorized(e));
-        }
-        if health.quarantined() {
-            return Err(health.verdict());
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Records finished calls: acknowledgements in one transaction, failures to escrow.
+    fn record(&mut self, finished: Vec<Done>) -> Result<(), PushError> {
+        self.finished += finished.len();
+        let mut acked = Vec::new();
+        for done in finished {
+            if let Err(e @ ScimError::Unauthorized { .. }) = &done.result {
+                self.refused.store(true, Ordering::Relaxed);
+                self.denial.get_or_insert_with(|| e.clone());
+                continue;
+            }
+            self.health.observe(&done.result);
+            if done.result.is_ok() {
+                acked.push(done);
+            } else {
+                record_failure(self.ctx, self.state, self.summary, done)?;
+            }
+        }
+        record_acks(self.ctx, self.state, self.summary, &mut self.ids, acked)?;
+        (self.progress)(self.finished.min(self.total), self.total);
+        Ok(())
+    }
 }
 
-/// Most answered operations recorded in one transaction (one concurrency window: a kill
-/// can then lose at most a window of acknowledgements plus the requests in flight).
+/// Most answers recorded in one transaction (one concurrency window: a kill can then lose
+/// at most a window of acknowledgements plus the requests in flight).
 const RECORD_BATCH: usize = 16;
 
 fn operation_log(ctx: &PushContext<'_>, done: &mut Done) -> OperationLog {

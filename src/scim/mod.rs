@@ -36,11 +36,44 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn endpoint(self) -> &'static str {
+    /// The collection's path segment.
+    pub fn endpoint(self) -> &'static str {
         match self {
             Kind::Users => "Users",
             Kind::Groups => "Groups",
         }
+    }
+}
+
+/// What HERE's `/ServiceProviderConfig` advertises for `/Bulk` (RFC 7643 §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkLimits {
+    /// Most operations in one bulk request.
+    pub max_operations: usize,
+    /// Largest bulk request body, in bytes.
+    pub max_payload_size: usize,
+}
+
+/// The payload limit assumed when HERE advertises bulk support without one.
+const DEFAULT_BULK_PAYLOAD: usize = 1_048_576;
+
+impl BulkLimits {
+    /// Reads the `bulk` block of a ServiceProviderConfig; `None` unless bulk is supported
+    /// with room for more than one operation.
+    pub fn from_service_provider_config(config: &Value) -> Option<BulkLimits> {
+        let bulk = config.get("bulk")?;
+        let number = |key: &str| bulk.get(key).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let supported = bulk.get("supported").and_then(Value::as_bool) == Some(true);
+        let max_operations = number("maxOperations");
+        let payload = number("maxPayloadSize");
+        (supported && max_operations > 1).then_some(BulkLimits {
+            max_operations,
+            max_payload_size: if payload == 0 {
+                DEFAULT_BULK_PAYLOAD
+            } else {
+                payload
+            },
+        })
     }
 }
 
@@ -224,16 +257,33 @@ impl ScimClient {
         }
     }
 
-    /// POST a resource; returns what HERE created (with its `id`).
-    pub async fn create(&self, kind: Kind, resource: &Value) -> Result<Value, ScimError> {
-        let (_, body) = self
-            .request(Method::POST, kind.endpoint(), Some(resource))
-            .await?;
-        let created = body.filter(|b| b.get("id").and_then(Value::as_str).is_some());
-        created.ok_or_else(|| ScimError::Malformed {
+    /// The request path of a collection or of one resource in it.
+    pub fn path(&self, kind: Kind, id: Option<&str>) -> String {
+        match id {
+            Some(id) => format!("{}/{}", kind.endpoint(), urlencode(id)),
+            None => kind.endpoint().to_string(),
+        }
+    }
+
+    /// What HERE advertises for `/Bulk`; `None` when it does not support it or its
+    /// ServiceProviderConfig cannot be read (single requests then).
+    pub async fn bulk_limits(&self) -> Option<BulkLimits> {
+        match self.probe().await {
+            Ok(config) => BulkLimits::from_service_provider_config(&config),
+            Err(e) => {
+                tracing::debug!(error = %e, "no ServiceProviderConfig; sending single requests");
+                None
+            }
+        }
+    }
+
+    /// POST a BulkRequest; returns the BulkResponse.
+    pub async fn bulk(&self, request: &Value) -> Result<Value, ScimError> {
+        let (_, body) = self.request(Method::POST, "Bulk", Some(request)).await?;
+        body.ok_or_else(|| ScimError::Malformed {
             method: "POST".into(),
-            path: kind.endpoint().into(),
-            detail: "the created resource has no id".into(),
+            path: "Bulk".into(),
+            detail: "the BulkResponse is not JSON".into(),
         })
     }
 
@@ -260,15 +310,6 @@ impl ScimClient {
         self.request(Method::PATCH, &path, Some(&patch::body(ops)))
             .await
             .map(|_| ())
-    }
-
-    /// DELETE a resource; one already gone counts as deleted.
-    pub async fn delete(&self, kind: Kind, id: &str) -> Result<(), ScimError> {
-        let path = format!("{}/{}", kind.endpoint(), urlencode(id));
-        match self.request(Method::DELETE, &path, None).await {
-            Err(e) if e.status() == Some(404) => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 
     /// One authenticated read (for `check`).
@@ -311,4 +352,35 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bulk_is_used_only_when_advertised_with_room() {
+        let read = |bulk: Value| BulkLimits::from_service_provider_config(&json!({"bulk": bulk}));
+        assert_eq!(
+            read(json!({"supported": false, "maxOperations": 1000})),
+            None
+        );
+        assert_eq!(read(json!({"supported": true, "maxOperations": 1})), None);
+        assert_eq!(
+            read(json!({"supported": true, "maxOperations": 1000, "maxPayloadSize": 0})),
+            Some(BulkLimits {
+                max_operations: 1000,
+                max_payload_size: DEFAULT_BULK_PAYLOAD
+            })
+        );
+        assert_eq!(
+            read(json!({"supported": true, "maxOperations": 50, "maxPayloadSize": 4096})),
+            Some(BulkLimits {
+                max_operations: 50,
+                max_payload_size: 4096
+            })
+        );
+        assert_eq!(BulkLimits::from_service_provider_config(&json!({})), None);
+    }
 }

@@ -50,6 +50,9 @@ pub struct BulkSupport {
     pub max_operations: usize,
     /// Largest BulkRequest body in bytes (larger -> 413).
     pub max_payload_size: usize,
+    /// `maxPayloadSize` advertised instead of the enforced one (a server that counts
+    /// differently from what it advertises, so clients meet its 413).
+    pub advertised_payload_size: Option<usize>,
 }
 
 /// Faults injected into the fake SCIM service (`/Users`, `/Groups`, `/Bulk` only).

@@ -37,7 +37,8 @@ pub(crate) fn discovery(
 fn service_provider_config(s: &Store) -> Value {
     let bulk = match &s.faults.bulk {
         Some(b) => {
-            json!({"supported": true, "maxOperations": b.max_operations, "maxPayloadSize": b.max_payload_size})
+            let payload = b.advertised_payload_size.unwrap_or(b.max_payload_size);
+            json!({"supported": true, "maxOperations": b.max_operations, "maxPayloadSize": payload})
         }
         None => json!({"supported": false, "maxOperations": 0, "maxPayloadSize": 0}),
     };

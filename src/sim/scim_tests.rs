@@ -385,6 +385,7 @@ async fn bulk_resolves_forward_bulk_id_references() {
     let bulk = BulkSupport {
         max_operations: 4,
         max_payload_size: 4096,
+        advertised_payload_size: None,
     };
     c.sim.set_faults(ScimFaults {
         bulk: Some(bulk),
