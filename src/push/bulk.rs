@@ -8,6 +8,8 @@
 //! again); when it was adopted (409), they are sent again with the adopted id.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -27,7 +29,8 @@ const ENVELOPE: usize = 128;
 /// wave goes in the next. Two waves always suffice; the third is a guard.
 const MAX_WAVES: usize = 3;
 
-/// Pushes one phase (a stage, or new groups with their members) in bulk requests.
+/// Pushes one phase (a stage, or new groups with their members) in bulk requests. Calls
+/// are built and packed as the requests go out, so only the requests in flight hold them.
 pub(super) async fn push_phase(
     rec: &mut Recorder<'_, '_>,
     limits: &BulkLimits,
@@ -35,25 +38,40 @@ pub(super) async fn push_phase(
 ) -> Result<(), PushError> {
     let ctx = rec.ctx;
     let units = clustered(ops.into_iter().map(|op| resolve(op, &rec.ids)).collect());
-    let mut pending: Vec<Call> = units.iter().flat_map(|u| calls(ctx, u)).collect();
-    let mut counter = 0;
-    for _ in 0..MAX_WAVES {
-        if pending.is_empty() || rec.stopped() {
+    let deferred = Mutex::new(Vec::new());
+    let first = Packer::new(
+        units.into_iter().flat_map(|u| calls(ctx, &u)),
+        limits,
+        &deferred,
+    );
+    rec.drain(sent(ctx, rec.refused, first)).await?;
+    for _ in 1..MAX_WAVES {
+        let waiting = std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        let calls = retarget(waiting, &rec.ids);
+        if calls.is_empty() || rec.stopped() {
             break;
         }
-        let (immediate, requests): (Vec<Call>, Vec<Call>) =
-            pending.into_iter().partition(|c| c.request.is_none());
-        rec.record(immediate.into_iter().map(|c| c.done).collect())?;
-        let (batches, deferred) = pack(retarget(requests, &rec.ids), limits, &mut counter);
-        let refused = rec.refused;
-        let stream = futures::stream::iter(batches)
-            .take_while(|_| std::future::ready(!super::stopped(ctx, refused)))
-            .map(|batch| send_batch(ctx, batch))
-            .buffer_unordered(ctx.max_concurrency.max(1));
-        rec.drain(stream).await?;
-        pending = deferred;
+        let next = Packer::new(calls.into_iter(), limits, &deferred);
+        rec.drain(sent(ctx, rec.refused, next)).await?;
     }
     Ok(())
+}
+
+/// Bulk requests in flight at most (fewer than `max_concurrency` when that is larger):
+/// each already carries up to `maxOperations` operations, so a few keep HERE busy, and
+/// the memory of the calls in flight stays bounded.
+const BULK_IN_FLIGHT: usize = 4;
+
+/// The batches sent, a few at a time, until the push must stop.
+fn sent<'a>(
+    ctx: &'a super::PushContext<'a>,
+    refused: &'a AtomicBool,
+    batches: impl Iterator<Item = Vec<Entry>> + 'a,
+) -> impl futures::Stream<Item = Vec<Done>> + Unpin + 'a {
+    futures::stream::iter(batches)
+        .take_while(move |_| std::future::ready(!super::stopped(ctx, refused)))
+        .map(move |batch| send_batch(ctx, batch))
+        .buffer_unordered(ctx.max_concurrency.clamp(1, BULK_IN_FLIGHT))
 }
 
 /// Units in push order, each new group's membership right after the group's creation so
@@ -84,19 +102,15 @@ fn clustered(mut units: Vec<Unit>) -> Vec<Unit> {
     keyed.into_iter().map(|(_, u)| u).collect()
 }
 
-/// Calls that refer to a group created in an earlier wave get its SCIM id; those whose
+/// Calls that waited for a group created in an earlier wave get its SCIM id; those whose
 /// group was not created are dropped (planned again next cycle, as in single mode).
 fn retarget(calls: Vec<Call>, ids: &Ids) -> Vec<Call> {
-    let creating: HashSet<String> = calls.iter().filter_map(Call::creates).collect();
     calls
         .into_iter()
         .filter_map(|mut call| {
             let Some(need) = call.needs().map(str::to_string) else {
                 return Some(call);
             };
-            if creating.contains(&need) {
-                return Some(call);
-            }
             let id = need
                 .strip_prefix("group-")
                 .and_then(|g| ids.groups.get(g))?;
@@ -108,77 +122,122 @@ fn retarget(calls: Vec<Call>, ids: &Ids) -> Vec<Call> {
         .collect()
 }
 
-/// One call as a bulk operation.
+/// One call as a bulk operation, serialised (a request's worth of parsed bodies would
+/// take ten times the memory).
 struct Entry {
     call: Call,
     bulk_id: String,
-    operation: Value,
-    size: usize,
+    operation: String,
 }
 
-fn entry(call: Call, counter: &mut usize) -> Entry {
+fn entry(mut call: Call, counter: &mut usize) -> Entry {
     *counter += 1;
     let bulk_id = call.creates().unwrap_or_else(|| format!("op-{counter}"));
     let mut operation = json!({ "bulkId": bulk_id });
-    if let Some(r) = &call.request {
+    if let Some(r) = call.request.as_mut() {
         let path = match &r.id {
             Some(id) => format!("/{}/{id}", r.kind.endpoint()),
             None => format!("/{}", r.kind.endpoint()),
         };
         operation["method"] = json!(r.method.as_str());
         operation["path"] = json!(path);
-        if let Some(body) = &r.body {
-            operation["data"] = body.clone();
+        if let Some(body) = r.body.take() {
+            operation["data"] = body;
         }
     }
-    let size = operation.to_string().len() + 1;
     Entry {
         call,
         bulk_id,
-        operation,
-        size,
+        operation: operation.to_string(),
     }
 }
 
-/// Packs calls, in order, into bulk requests within the limits. A call whose group is
-/// created in an earlier request of this wave waits for the next wave.
-fn pack(
-    calls: Vec<Call>,
-    limits: &BulkLimits,
-    counter: &mut usize,
-) -> (Vec<Vec<Entry>>, Vec<Call>) {
-    let mut batches: Vec<Vec<Entry>> = Vec::new();
-    let mut current: Vec<Entry> = Vec::new();
-    let mut size = ENVELOPE;
-    let mut here: HashSet<String> = HashSet::new();
-    let mut deferred = Vec::new();
-    for call in calls {
-        if call.needs().is_some_and(|n| !here.contains(n)) {
-            deferred.push(call);
-            continue;
+impl Entry {
+    /// Bytes the operation adds to a bulk request (with its separator).
+    fn size(&self) -> usize {
+        self.operation.len() + 1
+    }
+
+    /// The call again, body included (to send it alone or in another request).
+    fn into_call(mut self) -> Call {
+        if let Some(r) = self.call.request.as_mut() {
+            let operation: Value = serde_json::from_str(&self.operation).unwrap_or_default();
+            r.body = operation.get("data").cloned();
         }
-        let e = entry(call, counter);
-        let full =
-            current.len() >= limits.max_operations || size + e.size > limits.max_payload_size;
-        if full && !current.is_empty() {
-            batches.push(std::mem::take(&mut current));
-            size = ENVELOPE;
-            here.clear();
-            if e.call.needs().is_some() {
-                deferred.push(e.call); // its group went out in the request just closed
+        self.call
+    }
+}
+
+/// The BulkRequest for some operations, serialised.
+fn bulk_request(entries: &[Entry]) -> String {
+    let operations: Vec<&str> = entries.iter().map(|e| e.operation.as_str()).collect();
+    format!(
+        "{{\"schemas\":[\"{BULK_REQUEST}\"],\"Operations\":[{}]}}",
+        operations.join(",")
+    )
+}
+
+/// Packs calls, in order, into bulk requests within the limits, one request at a time. A
+/// call whose group went out in an earlier request waits (in `deferred`) for the next wave.
+struct Packer<'d, I> {
+    calls: I,
+    limits: BulkLimits,
+    counter: usize,
+    /// The entry that did not fit in the previous request.
+    carry: Option<Entry>,
+    deferred: &'d Mutex<Vec<Call>>,
+}
+
+impl<'d, I: Iterator<Item = Call>> Packer<'d, I> {
+    fn new(calls: I, limits: &BulkLimits, deferred: &'d Mutex<Vec<Call>>) -> Self {
+        Packer {
+            calls,
+            limits: *limits,
+            counter: 0,
+            carry: None,
+            deferred,
+        }
+    }
+
+    fn defer(&self, call: Call) {
+        let mut waiting = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.push(call);
+    }
+}
+
+impl<I: Iterator<Item = Call>> Iterator for Packer<'_, I> {
+    type Item = Vec<Entry>;
+
+    fn next(&mut self) -> Option<Vec<Entry>> {
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut size = ENVELOPE;
+        let mut here: HashSet<String> = HashSet::new();
+        loop {
+            let e = match self.carry.take() {
+                Some(e) => e,
+                None => match self.calls.next() {
+                    Some(call) => entry(call, &mut self.counter),
+                    None => break,
+                },
+            };
+            let full = batch.len() >= self.limits.max_operations
+                || size + e.size() > self.limits.max_payload_size;
+            if e.call.needs().is_some_and(|n| !here.contains(n) || full) {
+                self.defer(e.into_call()); // its group went out in an earlier request
                 continue;
             }
+            if full && !batch.is_empty() {
+                self.carry = Some(e);
+                break;
+            }
+            if let Some(b) = e.call.creates() {
+                here.insert(b);
+            }
+            size += e.size();
+            batch.push(e);
         }
-        if let Some(b) = e.call.creates() {
-            here.insert(b);
-        }
-        size += e.size;
-        current.push(e);
+        (!batch.is_empty()).then_some(batch)
     }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    (batches, deferred)
 }
 
 /// Sends one bulk request and settles each operation. A request HERE finds too large
@@ -188,39 +247,41 @@ fn send_batch<'a>(
     entries: Vec<Entry>,
 ) -> BoxFuture<'a, Vec<Done>> {
     async move {
-        let operations: Vec<&Value> = entries.iter().map(|e| &e.operation).collect();
-        let request = json!({ "schemas": [BULK_REQUEST], "Operations": operations });
-        match ctx.client.bulk(&request).await {
-            Ok(response) => settle_all(ctx, entries, &response).await,
+        // calls that need no request (members HERE never knew) are acknowledged as they are
+        let (entries, settled): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.call.request.is_some());
+        let mut out: Vec<Done> = settled.into_iter().map(|e| e.call.done).collect();
+        if entries.is_empty() {
+            return out;
+        }
+        match ctx.client.bulk(bulk_request(&entries)).await {
+            Ok(response) => out.extend(settle_all(ctx, entries, &response).await),
             Err(e) if e.status() == Some(413) && entries.len() > 1 => {
                 let mut first = entries;
                 let second = first.split_off(first.len() / 2);
-                let mut out = send_batch(ctx, first).await;
-                let created = settled_groups(&out);
+                let done = send_batch(ctx, first).await;
+                let groups = settled_groups(&done);
+                out.extend(done);
                 let mut counter = 0;
                 let rest: Vec<Entry> = second
                     .into_iter()
-                    .filter_map(|e| regroup(e.call, &created))
+                    .filter_map(|e| regroup(e.into_call(), &groups))
                     .map(|c| entry(c, &mut counter))
                     .collect();
                 out.extend(send_batch(ctx, rest).await);
-                out
             }
             Err(e) if e.status() == Some(413) => {
-                let mut out = Vec::new();
-                for e in entries {
-                    out.push(send_one(ctx, e.call).await);
+                for entry in entries {
+                    out.push(send_one(ctx, entry.into_call()).await);
                 }
-                out
             }
             Err(e) => {
-                let mut out = Vec::new();
                 for entry in entries {
                     out.push(settle(ctx, entry.call, Err(e.clone())).await);
                 }
-                out
             }
         }
+        out
     }
     .boxed()
 }
@@ -278,7 +339,7 @@ async fn settle_all(
             .or_else(|| results.get(i).filter(|r| r.get("bulkId").is_none()));
         let answer = answer(&e, result);
         if answer.is_err() && e.call.needs().is_some() {
-            orphans.push((e.call, answer));
+            orphans.push((e.into_call(), answer));
             continue;
         }
         out.push(settle(ctx, e.call, answer).await);
@@ -300,11 +361,17 @@ async fn settle_all(
 
 /// One operation's answer from its BulkResponse entry.
 fn answer(e: &Entry, result: Option<&Value>) -> Result<Option<Value>, ScimError> {
-    let method = e.operation["method"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let path = e.operation["path"].as_str().unwrap_or_default().to_string();
+    let (method, path) = match &e.call.request {
+        Some(r) => (
+            r.method.to_string(),
+            format!(
+                "{}/{}",
+                r.kind.endpoint(),
+                r.id.as_deref().unwrap_or_default()
+            ),
+        ),
+        None => Default::default(),
+    };
     let Some(result) = result else {
         return Err(ScimError::Malformed {
             method,
@@ -357,7 +424,7 @@ mod tests {
                 entra_id: "e1".into(),
                 kind: "user",
                 name: "ada@example.com".into(),
-                changes: Value::Null,
+                changes: crate::push::Changes::None,
                 result: Ok((
                     Ack::GroupDeleted {
                         entra_id: "e1".into(),
@@ -374,8 +441,12 @@ mod tests {
     fn a_post_is_known_by_its_object_and_others_by_a_counter() {
         let post = entry_for(Method::POST);
         assert_eq!(post.bulk_id, "user-e1");
-        assert_eq!(post.operation["path"], "/Users");
-        assert_eq!(post.size, post.operation.to_string().len() + 1);
+        let operation: Value = serde_json::from_str(&post.operation).unwrap();
+        assert_eq!(operation["path"], "/Users");
+        assert_eq!(operation["data"]["userName"], "ada@example.com");
+        let request: Value = serde_json::from_str(&bulk_request(&[post])).unwrap();
+        assert_eq!(request["schemas"][0], BULK_REQUEST);
+        assert_eq!(request["Operations"][0], operation);
         assert_eq!(entry_for(Method::DELETE).bulk_id, "op-1");
     }
 

@@ -8,7 +8,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{Done, Ids, PushContext, Tally};
+use super::{Changes, Done, Ids, PushContext, Tally};
 use crate::mapping::{AttrText, Attrs};
 use crate::plan::{diff, Change, Op};
 use crate::scim::path::{build_resource, extract};
@@ -89,7 +89,7 @@ pub(super) struct Call {
 }
 
 impl Call {
-    fn new(op: &Op, name: &'static str, changes: Value, request: Request, ack: Ack) -> Call {
+    fn new(op: &Op, name: &'static str, changes: Changes, request: Request, ack: Ack) -> Call {
         let (status, tally) = match op {
             Op::CreateUser { .. } => (201, Tally::UserCreated),
             Op::UpdateUser {
@@ -136,7 +136,7 @@ pub(super) fn change_log(changes: &[Change]) -> Value {
 pub(super) fn done(
     op: &Op,
     name: &'static str,
-    changes: Value,
+    changes: Changes,
     result: Result<(Ack, u16), ScimError>,
     tally: Tally,
 ) -> Done {
@@ -177,7 +177,7 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
                 id: None,
                 body: Some(build_resource(USER_SCHEMA, &attrs.attrs())),
             };
-            let created: Value = serde_json::from_str(attrs.as_str()).unwrap_or_default();
+            let created = Changes::Created(attrs.clone());
             let ack = user_ack(entra_id, "", user_name, true, attrs, *source);
             vec![Call::new(op, "create_user", created, request, ack)]
         }
@@ -193,7 +193,13 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
             let ops = patch::attribute_ops(changes, &attrs.attrs(), ctx.style);
             let ack = user_ack(entra_id, scim_id, user_name, true, attrs, *source);
             let request = patch_request(Kind::Users, scim_id, ops);
-            vec![Call::new(op, op.name(), change_log(changes), request, ack)]
+            vec![Call::new(
+                op,
+                op.name(),
+                Changes::Json(change_log(changes)),
+                request,
+                ack,
+            )]
         }
         Op::DeactivateUser {
             entra_id,
@@ -212,7 +218,7 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
             let mut log = change_log(&change);
             log["reason"] = json!(reason); // `history` answers why
             let request = patch_request(Kind::Users, scim_id, ops);
-            vec![Call::new(op, op.name(), log, request, ack)]
+            vec![Call::new(op, op.name(), Changes::Json(log), request, ack)]
         }
         Op::SetManager {
             entra_id, manager, ..
@@ -226,14 +232,9 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
                 entra_id: entra_id.clone(),
                 manager: manager.clone(),
             };
-            let log = json!({"manager": {"new": manager}});
-            vec![Call::new(
-                op,
-                op.name(),
-                log,
-                patch_request(Kind::Users, user, ops),
-                ack,
-            )]
+            let log = Changes::Json(json!({"manager": {"new": manager}}));
+            let request = patch_request(Kind::Users, user, ops);
+            vec![Call::new(op, op.name(), log, request, ack)]
         }
         Op::CreateGroup {
             entra_id,
@@ -249,7 +250,13 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
                 body: Some(resource),
             };
             let ack = group_ack(entra_id, "", display_name, attrs);
-            vec![Call::new(op, "create_group", json!(attrs), request, ack)]
+            vec![Call::new(
+                op,
+                "create_group",
+                Changes::Json(json!(attrs)),
+                request,
+                ack,
+            )]
         }
         Op::UpdateGroup {
             entra_id,
@@ -261,7 +268,13 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
             let ops = patch::attribute_ops(changes, attrs, ctx.style);
             let ack = group_ack(entra_id, scim_id, display_name, attrs);
             let request = patch_request(Kind::Groups, scim_id, ops);
-            vec![Call::new(op, op.name(), change_log(changes), request, ack)]
+            vec![Call::new(
+                op,
+                op.name(),
+                Changes::Json(change_log(changes)),
+                request,
+                ack,
+            )]
         }
         Op::AddMembers { .. } | Op::RemoveMembers { .. } => member_calls(ctx, unit),
         Op::DeleteGroup {
@@ -276,7 +289,7 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
             let ack = Ack::GroupDeleted {
                 entra_id: entra_id.clone(),
             };
-            vec![Call::new(op, op.name(), Value::Null, request, ack)]
+            vec![Call::new(op, op.name(), Changes::None, request, ack)]
         }
     }
 }
@@ -511,7 +524,13 @@ fn member_calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
             let log = json!({"removed": unknown});
             out.push(Call {
                 request: None,
-                done: done(&unit.op, "remove_members", log, Ok((ack, 0)), Tally::Quiet),
+                done: done(
+                    &unit.op,
+                    "remove_members",
+                    Changes::Json(log),
+                    Ok((ack, 0)),
+                    Tally::Quiet,
+                ),
             });
         }
     }
@@ -543,7 +562,7 @@ fn member_calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
         let mut call = Call::new(
             &unit.op,
             name,
-            json!({ key: entra_ids }),
+            Changes::Json(json!({ key: entra_ids })),
             patch_request(Kind::Groups, group_scim, ops),
             ack,
         );

@@ -144,13 +144,33 @@ pub(super) enum Tally {
     Quiet,
 }
 
+/// What an operation changed, for `history`. A created user's attributes stay text until
+/// recorded: a bulk request's worth of them parsed would take ten times the memory.
+#[derive(Debug, Default)]
+pub(super) enum Changes {
+    #[default]
+    None,
+    Json(Value),
+    Created(crate::mapping::AttrText),
+}
+
+impl Changes {
+    fn into_value(self) -> Value {
+        match self {
+            Changes::None => Value::Null,
+            Changes::Json(v) => v,
+            Changes::Created(text) => serde_json::from_str(text.as_str()).unwrap_or_default(),
+        }
+    }
+}
+
 /// One finished request (or request sequence) with what to record.
 pub(super) struct Done {
     op: &'static str,
     entra_id: String,
     kind: &'static str,
     name: String,
-    changes: Value,
+    changes: Changes,
     result: Result<(Ack, u16), ScimError>,
     tally: Tally,
 }
@@ -339,7 +359,7 @@ fn operation_log(ctx: &PushContext<'_>, done: &mut Done) -> OperationLog {
         kind: done.kind,
         name: std::mem::take(&mut done.name),
         op: done.op.to_string(),
-        changes: std::mem::take(&mut done.changes),
+        changes: std::mem::take(&mut done.changes).into_value(),
         scim_status: None,
         error: None,
     }

@@ -190,6 +190,16 @@ impl ScimClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Option<Value>), ScimError> {
+        self.send(method, path, body.map(Value::to_string)).await
+    }
+
+    /// [`ScimClient::request`] with the JSON body already serialised.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Option<Value>), ScimError> {
         let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
         let shown = path.split('?').next().unwrap_or(path).to_string();
         let mut attempt = 0;
@@ -201,10 +211,10 @@ impl ScimClient {
                 .request(method.clone(), &url)
                 .bearer_auth(self.token.expose_secret())
                 .header(reqwest::header::ACCEPT, SCIM_JSON);
-            if let Some(b) = body {
+            if let Some(b) = &body {
                 req = req
                     .header(reqwest::header::CONTENT_TYPE, SCIM_JSON)
-                    .body(b.to_string());
+                    .body(b.clone());
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.count(&method, path.trim_start_matches('/'));
@@ -277,9 +287,9 @@ impl ScimClient {
         }
     }
 
-    /// POST a BulkRequest; returns the BulkResponse.
-    pub async fn bulk(&self, request: &Value) -> Result<Value, ScimError> {
-        let (_, body) = self.request(Method::POST, "Bulk", Some(request)).await?;
+    /// POST a BulkRequest (serialised JSON: it can be large); returns the BulkResponse.
+    pub async fn bulk(&self, request: String) -> Result<Value, ScimError> {
+        let (_, body) = self.send(Method::POST, "Bulk", Some(request)).await?;
         body.ok_or_else(|| ScimError::Malformed {
             method: "POST".into(),
             path: "Bulk".into(),
