@@ -159,7 +159,7 @@ async fn cycle(
     let mapping =
         Mapping::from_config(&cfg.mapping).map_err(|e| CycleError::Mapping(e.to_string()))?;
     let graph = GraphClient::new(&cfg.graph, cfg.here.timeout)?;
-    let scim = ScimClient::new(&cfg.here)?;
+    let scim = std::sync::Arc::new(ScimClient::new(&cfg.here)?);
     if opts.full && !opts.dry_run {
         state.release_escrow()?;
     }
@@ -213,7 +213,7 @@ async fn cycle(
     if let Some(code) = brake(&plan, cfg, opts, summary) {
         return Ok(code);
     }
-    let ctx = PushContext::new(cfg, &scim, &mapping, run_id, stop);
+    let ctx = PushContext::new(cfg, scim.clone(), &mapping, run_id, stop);
     let pushed = push(&ctx, plan.ops, state, summary, &mut |d, t| {
         progress.pushed(d, t)
     })

@@ -164,7 +164,7 @@ async fn run(
         "; disabled in Entra, so HERE's user is deactivated"
     };
     say(out, "scope", &format!("in scope: {reason}{disabled}"));
-    let scim = ScimClient::new(&cfg.here).map_err(|e| e.to_string())?;
+    let scim = std::sync::Arc::new(ScimClient::new(&cfg.here).map_err(|e| e.to_string())?);
     let pushed = match pushed {
         Some(p) => {
             say(
@@ -382,14 +382,14 @@ fn plan_one(
 async fn push_plan(
     cfg: &Config,
     state: &mut State,
-    scim: &ScimClient,
+    scim: &std::sync::Arc<ScimClient>,
     mapping: &Mapping,
     plan: Plan,
     out: &mut dyn Write,
 ) -> Result<i32, String> {
     let run_id = state.start_run(false).map_err(|e| e.to_string())?;
     let stop = AtomicBool::new(false);
-    let ctx = PushContext::new(cfg, scim, mapping, run_id, &stop);
+    let ctx = PushContext::new(cfg, scim.clone(), mapping, run_id, &stop);
     let mut summary = Summary::default();
     let pushed = push(&ctx, plan.ops, state, &mut summary, &mut |_, _| {}).await;
     summary.scim_requests = scim.request_count();

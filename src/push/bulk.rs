@@ -8,15 +8,14 @@
 //! again); when it was adopted (409), they are sent again with the adopted id.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use serde_json::{json, Value};
 
 use super::execute::{calls, resolve, send_one, settle, Call, Unit};
-use super::{Done, Ids, PushError, Recorder};
+use super::{Done, Driver, Exec, Ids, PushError, Recorder};
 use crate::plan::Op;
 use crate::scim::{error_fields, BulkLimits, ScimError};
 use crate::state::Ack;
@@ -36,15 +35,15 @@ pub(super) async fn push_phase(
     limits: &BulkLimits,
     ops: Vec<Op>,
 ) -> Result<(), PushError> {
-    let ctx = rec.ctx;
+    let exec = rec.ctx.exec.clone();
     let units = clustered(ops.into_iter().map(|op| resolve(op, &rec.ids)).collect());
-    let deferred = Mutex::new(Vec::new());
-    let first = Packer::new(
-        units.into_iter().flat_map(|u| calls(ctx, &u)),
-        limits,
-        &deferred,
-    );
-    rec.drain(sent(ctx, rec.refused, first)).await?;
+    let deferred = Arc::new(Mutex::new(Vec::new()));
+    let calls_of = {
+        let exec = exec.clone();
+        move |u: Unit| calls(&exec, &u)
+    };
+    let first = Packer::new(units.into_iter().flat_map(calls_of), limits, &deferred);
+    rec.drain(sent(&exec, first)).await?;
     for _ in 1..MAX_WAVES {
         let waiting = std::mem::take(&mut *deferred.lock().unwrap_or_else(|e| e.into_inner()));
         let calls = retarget(waiting, &rec.ids);
@@ -52,7 +51,7 @@ pub(super) async fn push_phase(
             break;
         }
         let next = Packer::new(calls.into_iter(), limits, &deferred);
-        rec.drain(sent(ctx, rec.refused, next)).await?;
+        rec.drain(sent(&exec, next)).await?;
     }
     Ok(())
 }
@@ -62,16 +61,18 @@ pub(super) async fn push_phase(
 /// the memory of the calls in flight stays bounded.
 const BULK_IN_FLIGHT: usize = 4;
 
-/// The batches sent, a few at a time, until the push must stop.
-fn sent<'a>(
-    ctx: &'a super::PushContext<'a>,
-    refused: &'a AtomicBool,
-    batches: impl Iterator<Item = Vec<Entry>> + 'a,
-) -> impl futures::Stream<Item = Vec<Done>> + Unpin + 'a {
-    futures::stream::iter(batches)
-        .take_while(move |_| std::future::ready(!super::stopped(ctx, refused)))
-        .map(move |batch| send_batch(ctx, batch))
-        .buffer_unordered(ctx.max_concurrency.clamp(1, BULK_IN_FLIGHT))
+/// The batches sent, a few at a time, on the push's driver.
+fn sent<I>(exec: &Exec, batches: I) -> Driver
+where
+    I: Iterator<Item = Vec<Entry>> + Send + 'static,
+{
+    let limit = exec.max_concurrency.clamp(1, BULK_IN_FLIGHT);
+    let exec = exec.clone();
+    let work = batches.map(move |batch| {
+        let exec = exec.clone();
+        async move { send_batch(&exec, batch).await }
+    });
+    Driver::start(work, limit)
 }
 
 /// Units in push order, each new group's membership right after the group's creation so
@@ -179,23 +180,23 @@ fn bulk_request(entries: &[Entry]) -> String {
 
 /// Packs calls, in order, into bulk requests within the limits, one request at a time. A
 /// call whose group went out in an earlier request waits (in `deferred`) for the next wave.
-struct Packer<'d, I> {
+struct Packer<I> {
     calls: I,
     limits: BulkLimits,
     counter: usize,
     /// The entry that did not fit in the previous request.
     carry: Option<Entry>,
-    deferred: &'d Mutex<Vec<Call>>,
+    deferred: Arc<Mutex<Vec<Call>>>,
 }
 
-impl<'d, I: Iterator<Item = Call>> Packer<'d, I> {
-    fn new(calls: I, limits: &BulkLimits, deferred: &'d Mutex<Vec<Call>>) -> Self {
+impl<I: Iterator<Item = Call>> Packer<I> {
+    fn new(calls: I, limits: &BulkLimits, deferred: &Arc<Mutex<Vec<Call>>>) -> Self {
         Packer {
             calls,
             limits: *limits,
             counter: 0,
             carry: None,
-            deferred,
+            deferred: deferred.clone(),
         }
     }
 
@@ -205,7 +206,7 @@ impl<'d, I: Iterator<Item = Call>> Packer<'d, I> {
     }
 }
 
-impl<I: Iterator<Item = Call>> Iterator for Packer<'_, I> {
+impl<I: Iterator<Item = Call>> Iterator for Packer<I> {
     type Item = Vec<Entry>;
 
     fn next(&mut self) -> Option<Vec<Entry>> {
@@ -243,7 +244,7 @@ impl<I: Iterator<Item = Call>> Iterator for Packer<'_, I> {
 /// Sends one bulk request and settles each operation. A request HERE finds too large
 /// (413) is split in two; a single operation it refuses as too large is sent on its own.
 fn send_batch<'a>(
-    ctx: &'a super::PushContext<'a>,
+    ctx: &'a Exec,
     entries: Vec<Entry>,
 ) -> BoxFuture<'a, Vec<Done>> {
     async move {
@@ -317,7 +318,7 @@ fn regroup(mut call: Call, groups: &HashMap<String, (u16, String)>) -> Option<Ca
 /// failed because their new group was not created are dropped, or sent again alone when
 /// the group was adopted.
 async fn settle_all(
-    ctx: &super::PushContext<'_>,
+    ctx: &Exec,
     entries: Vec<Entry>,
     response: &Value,
 ) -> Vec<Done> {

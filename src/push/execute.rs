@@ -8,7 +8,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{Changes, Done, Ids, PushContext, Tally};
+use super::{Changes, Done, Exec, Ids, Tally};
 use crate::mapping::{AttrText, Attrs};
 use crate::plan::{diff, Change, Op};
 use crate::scim::path::{build_resource, extract};
@@ -162,7 +162,7 @@ fn patch_request(kind: Kind, id: &str, ops: Vec<Value>) -> Request {
 
 /// The requests an operation needs, in order. None when it cannot run yet (a reference
 /// to an object HERE does not have): it is planned again next cycle.
-pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
+pub(super) fn calls(ctx: &Exec, unit: &Unit) -> Vec<Call> {
     let op = &unit.op;
     match op {
         Op::CreateUser {
@@ -296,7 +296,7 @@ pub(super) fn calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
 
 /// Sends an operation's calls one request at a time; a membership chunk that fails stops
 /// the chunks after it (they are planned again next cycle).
-pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
+pub(super) async fn execute(ctx: &Exec, unit: Unit) -> Vec<Done> {
     let mut out = Vec::new();
     for call in calls(ctx, &unit) {
         let done = send_one(ctx, call).await;
@@ -310,7 +310,7 @@ pub(super) async fn execute(ctx: &PushContext<'_>, unit: Unit) -> Vec<Done> {
 }
 
 /// Sends one call as a single request and settles it.
-pub(super) async fn send_one(ctx: &PushContext<'_>, call: Call) -> Done {
+pub(super) async fn send_one(ctx: &Exec, call: Call) -> Done {
     let answer = match &call.request {
         None => Ok(None),
         Some(r) => {
@@ -325,7 +325,7 @@ pub(super) async fn send_one(ctx: &PushContext<'_>, call: Call) -> Done {
 /// Turns HERE's answer to a call into what to record: a create learns its SCIM id, a
 /// `409` on a create adopts the existing object, a `404` on a delete counts as deleted.
 pub(super) async fn settle(
-    ctx: &PushContext<'_>,
+    ctx: &Exec,
     call: Call,
     answer: Result<Option<Value>, ScimError>,
 ) -> Done {
@@ -406,7 +406,7 @@ fn with_scim_id(ack: Ack, id: &str) -> Ack {
 }
 
 /// Adopts the object a create found taken, and returns the acknowledgement with its id.
-async fn adopt_ack(ctx: &PushContext<'_>, ack: Ack) -> Result<Ack, ScimError> {
+async fn adopt_ack(ctx: &Exec, ack: Ack) -> Result<Ack, ScimError> {
     let id = match &ack {
         Ack::User {
             user_name, attrs, ..
@@ -465,7 +465,7 @@ pub(super) fn group_ack(entra_id: &str, scim_id: &str, display_name: &str, attrs
 
 /// Finds the existing resource and PATCHes only what differs from `attrs` on `paths`.
 pub(super) async fn adopt(
-    ctx: &PushContext<'_>,
+    ctx: &Exec,
     kind: Kind,
     key: &str,
     value: &str,
@@ -499,7 +499,7 @@ pub(super) async fn adopt(
 
 /// Membership changes in PATCHes of at most `max_members_per_patch`, each chunk
 /// acknowledged on its own.
-fn member_calls(ctx: &PushContext<'_>, unit: &Unit) -> Vec<Call> {
+fn member_calls(ctx: &Exec, unit: &Unit) -> Vec<Call> {
     let Some(group_scim) = unit.target.as_deref() else {
         return Vec::new(); // the group does not exist in HERE (its creation failed)
     };

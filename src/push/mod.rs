@@ -3,9 +3,13 @@
 //! moment it arrives, and each failure sent to escrow without stopping the others.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
 mod bulk;
 mod execute;
@@ -19,16 +23,23 @@ use crate::report::Summary;
 use crate::scim::{PatchStyle, ScimClient, ScimError};
 use crate::state::{Ack, OperationLog, State, StateError};
 
+/// What a request needs, owned (cheap to clone), so requests run on their own task while
+/// the push records answers.
+#[derive(Clone)]
+pub(crate) struct Exec {
+    pub(crate) client: Arc<ScimClient>,
+    pub(crate) style: PatchStyle,
+    pub(crate) max_members_per_patch: usize,
+    pub(crate) max_concurrency: usize,
+    /// Every user attribute path the mapping manages (to compare adopted users).
+    pub(crate) managed_user_paths: Arc<[String]>,
+}
+
 /// What the push needs besides the plan.
 pub struct PushContext<'a> {
-    pub client: &'a ScimClient,
-    pub style: PatchStyle,
-    pub max_members_per_patch: usize,
-    pub max_concurrency: usize,
+    pub(crate) exec: Exec,
     /// Use `/Bulk` when HERE advertises it (`here.bulk`).
     pub bulk: bool,
-    /// Every user attribute path the mapping manages (to compare adopted users).
-    pub managed_user_paths: Vec<String>,
     pub run_id: i64,
     /// Set by a shutdown request: no new operation starts, in-flight ones finish.
     pub stop: &'a AtomicBool,
@@ -38,22 +49,25 @@ impl<'a> PushContext<'a> {
     /// The context a configured cycle pushes with.
     pub fn new(
         cfg: &crate::config::Config,
-        client: &'a ScimClient,
+        client: Arc<ScimClient>,
         mapping: &crate::mapping::Mapping,
         run_id: i64,
         stop: &'a AtomicBool,
     ) -> PushContext<'a> {
+        let managed_user_paths = mapping
+            .user_paths()
+            .map(str::to_string)
+            .chain(["active".to_string()])
+            .collect();
         PushContext {
-            client,
-            style: cfg.here.patch_style,
-            max_members_per_patch: cfg.here.max_members_per_patch,
-            max_concurrency: cfg.here.max_concurrency,
+            exec: Exec {
+                client,
+                style: cfg.here.patch_style,
+                max_members_per_patch: cfg.here.max_members_per_patch,
+                max_concurrency: cfg.here.max_concurrency,
+                managed_user_paths,
+            },
             bulk: cfg.here.bulk,
-            managed_user_paths: mapping
-                .user_paths()
-                .map(str::to_string)
-                .chain(["active".to_string()])
-                .collect(),
             run_id,
             stop,
         }
@@ -216,7 +230,7 @@ pub async fn push(
     let (users, groups) = state.scim_ids()?;
     let refused = AtomicBool::new(false);
     let bulk = match (ctx.bulk, ops.is_empty()) {
-        (true, false) => ctx.client.bulk_limits().await,
+        (true, false) => ctx.exec.client.bulk_limits().await,
         _ => None,
     };
     let mut rec = Recorder {
@@ -238,12 +252,13 @@ pub async fn push(
         match &bulk {
             Some(limits) => bulk::push_phase(&mut rec, limits, phase).await?,
             None => {
+                let exec = ctx.exec.clone();
                 let units: Vec<_> = phase.into_iter().map(|op| resolve(op, &rec.ids)).collect();
-                let stream = futures::stream::iter(units)
-                    .take_while(|_| std::future::ready(!stopped(ctx, &refused)))
-                    .map(|unit| execute(ctx, unit))
-                    .buffer_unordered(ctx.max_concurrency.max(1));
-                rec.drain(stream).await?;
+                let work = units.into_iter().map(move |unit| {
+                    let exec = exec.clone();
+                    async move { execute(&exec, unit).await }
+                });
+                rec.drain(Driver::start(work, ctx.exec.max_concurrency)).await?;
             }
         }
         if let Some(e) = rec.denial.take() {
@@ -273,10 +288,6 @@ fn phases(ops: Vec<Op>, bulk: bool) -> Vec<Vec<Op>> {
     phases.into_iter().map(|(_, list)| list).collect()
 }
 
-fn stopped(ctx: &PushContext<'_>, refused: &AtomicBool) -> bool {
-    ctx.stop.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed)
-}
-
 /// Records what the push's requests answer, as they answer.
 pub(super) struct Recorder<'r, 'c> {
     ctx: &'r PushContext<'c>,
@@ -295,29 +306,37 @@ pub(super) struct Recorder<'r, 'c> {
 
 impl Recorder<'_, '_> {
     fn stopped(&self) -> bool {
-        stopped(self.ctx, self.refused)
+        self.ctx.stop.load(Ordering::Relaxed) || self.refused.load(Ordering::Relaxed)
     }
 
-    /// Records each answer of `stream` as it arrives, until it ends or the push must stop.
-    async fn drain<S>(&mut self, mut stream: S) -> Result<(), PushError>
-    where
-        S: futures::Stream<Item = Vec<Done>> + Unpin,
-    {
-        while let Some(first) = stream.next().await {
+    /// Records each answer of `driver` as it arrives, until it ends or the push must stop.
+    async fn drain(&mut self, mut driver: Driver) -> Result<(), PushError> {
+        loop {
+            let first = tokio::select! {
+                answer = driver.answers.recv() => match answer {
+                    Some(answer) => answer,
+                    None => break,
+                },
+                () = tokio::time::sleep(STOP_POLL) => {
+                    driver.halt_if(self.stopped());
+                    continue;
+                }
+            };
             // everything already answered is recorded in one transaction: each
             // acknowledgement is still durable the moment it is handled, at a fraction
-            // of the cost of a commit each (and the in-flight requests wait less)
+            // of the cost of a commit each
             let mut ready = vec![first];
             while ready.len() < RECORD_BATCH {
-                match stream.next().now_or_never() {
-                    Some(Some(more)) => ready.push(more),
-                    _ => break,
+                match driver.answers.try_recv() {
+                    Ok(more) => ready.push(more),
+                    Err(_) => break,
                 }
             }
             self.record(ready.into_iter().flatten().collect())?;
+            driver.halt_if(self.stopped());
             if self.health.quarantined() {
-                // HERE is unwell: abandon the in-flight retries too (an unacknowledged
-                // operation is simply planned again, see invariant 4)
+                // HERE is unwell: abandon the in-flight retries too (dropping the driver
+                // aborts them; an unacknowledged operation is simply planned again)
                 self.refused.store(true, Ordering::Relaxed);
                 break;
             }
@@ -349,8 +368,61 @@ impl Recorder<'_, '_> {
 }
 
 /// Most answers recorded in one transaction (one concurrency window: a kill can then lose
-/// at most a window of acknowledgements plus the requests in flight).
+/// at most this, the answers queued for recording, and the requests in flight).
 const RECORD_BATCH: usize = 16;
+
+/// How often a push waiting for answers looks at the shutdown flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Runs a push's requests on their own task, at most `limit` at a time, and hands their
+/// answers over a channel: recording answers (SQLite) then never holds up the requests.
+/// Dropping it aborts the requests still in flight.
+struct Driver {
+    answers: mpsc::Receiver<Vec<Done>>,
+    halt: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    fn start<W, F>(work: W, limit: usize) -> Driver
+    where
+        W: Iterator<Item = F> + Send + 'static,
+        F: Future<Output = Vec<Done>> + Send + 'static,
+    {
+        let limit = limit.max(1);
+        let halt = Arc::new(AtomicBool::new(false));
+        let (sender, answers) = mpsc::channel(limit);
+        let halted = halt.clone();
+        let task = tokio::spawn(async move {
+            let mut answered = futures::stream::iter(work)
+                .take_while(move |_| std::future::ready(!halted.load(Ordering::Relaxed)))
+                .buffer_unordered(limit);
+            while let Some(done) = answered.next().await {
+                if sender.send(done).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Driver {
+            answers,
+            halt,
+            task,
+        }
+    }
+
+    /// No new request starts once halted; those in flight finish and are recorded.
+    fn halt_if(&self, halt: bool) {
+        if halt {
+            self.halt.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 fn operation_log(ctx: &PushContext<'_>, done: &mut Done) -> OperationLog {
     OperationLog {
