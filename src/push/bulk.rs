@@ -243,10 +243,7 @@ impl<I: Iterator<Item = Call>> Iterator for Packer<I> {
 
 /// Sends one bulk request and settles each operation. A request HERE finds too large
 /// (413) is split in two; a single operation it refuses as too large is sent on its own.
-fn send_batch<'a>(
-    ctx: &'a Exec,
-    entries: Vec<Entry>,
-) -> BoxFuture<'a, Vec<Done>> {
+fn send_batch<'a>(ctx: &'a Exec, entries: Vec<Entry>) -> BoxFuture<'a, Vec<Done>> {
     async move {
         // calls that need no request (members HERE never knew) are acknowledged as they are
         let (entries, settled): (Vec<Entry>, Vec<Entry>) =
@@ -317,11 +314,7 @@ fn regroup(mut call: Call, groups: &HashMap<String, (u16, String)>) -> Option<Ca
 /// Settles every operation of a bulk request from the BulkResponse. Membership calls that
 /// failed because their new group was not created are dropped, or sent again alone when
 /// the group was adopted.
-async fn settle_all(
-    ctx: &Exec,
-    entries: Vec<Entry>,
-    response: &Value,
-) -> Vec<Done> {
+async fn settle_all(ctx: &Exec, entries: Vec<Entry>, response: &Value) -> Vec<Done> {
     let results = response
         .get("Operations")
         .and_then(Value::as_array)

@@ -160,6 +160,24 @@ fn patch_request(kind: Kind, id: &str, ops: Vec<Value>) -> Request {
     }
 }
 
+/// An attribute PATCH of a user or group, logged as its changes.
+fn attribute_patch(
+    ctx: &Exec,
+    op: &Op,
+    (kind, scim_id): (Kind, &str),
+    changes: &[Change],
+    attrs: &Attrs,
+    ack: Ack,
+) -> Call {
+    let request = patch_request(
+        kind,
+        scim_id,
+        patch::attribute_ops(changes, attrs, ctx.style),
+    );
+    let log = Changes::Json(change_log(changes));
+    Call::new(op, op.name(), log, request, ack)
+}
+
 /// The requests an operation needs, in order. None when it cannot run yet (a reference
 /// to an object HERE does not have): it is planned again next cycle.
 pub(super) fn calls(ctx: &Exec, unit: &Unit) -> Vec<Call> {
@@ -190,14 +208,14 @@ pub(super) fn calls(ctx: &Exec, unit: &Unit) -> Vec<Call> {
             source,
             ..
         } => {
-            let ops = patch::attribute_ops(changes, &attrs.attrs(), ctx.style);
             let ack = user_ack(entra_id, scim_id, user_name, true, attrs, *source);
-            let request = patch_request(Kind::Users, scim_id, ops);
-            vec![Call::new(
+            let target = (Kind::Users, scim_id.as_str());
+            vec![attribute_patch(
+                ctx,
                 op,
-                op.name(),
-                Changes::Json(change_log(changes)),
-                request,
+                target,
+                changes,
+                &attrs.attrs(),
                 ack,
             )]
         }
@@ -265,16 +283,9 @@ pub(super) fn calls(ctx: &Exec, unit: &Unit) -> Vec<Call> {
             changes,
             attrs,
         } => {
-            let ops = patch::attribute_ops(changes, attrs, ctx.style);
             let ack = group_ack(entra_id, scim_id, display_name, attrs);
-            let request = patch_request(Kind::Groups, scim_id, ops);
-            vec![Call::new(
-                op,
-                op.name(),
-                Changes::Json(change_log(changes)),
-                request,
-                ack,
-            )]
+            let target = (Kind::Groups, scim_id.as_str());
+            vec![attribute_patch(ctx, op, target, changes, attrs, ack)]
         }
         Op::AddMembers { .. } | Op::RemoveMembers { .. } => member_calls(ctx, unit),
         Op::DeleteGroup {

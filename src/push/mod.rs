@@ -258,7 +258,8 @@ pub async fn push(
                     let exec = exec.clone();
                     async move { execute(&exec, unit).await }
                 });
-                rec.drain(Driver::start(work, ctx.exec.max_concurrency)).await?;
+                rec.drain(Driver::start(work, ctx.exec.max_concurrency))
+                    .await?;
             }
         }
         if let Some(e) = rec.denial.take() {
