@@ -227,11 +227,14 @@ pub async fn push(
     summary: &mut Summary,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(), PushError> {
+    if ops.is_empty() {
+        return Ok(()); // not even the SCIM ids need loading
+    }
     let (users, groups) = state.scim_ids()?;
     let refused = AtomicBool::new(false);
-    let bulk = match (ctx.bulk, ops.is_empty()) {
-        (true, false) => ctx.exec.client.bulk_limits().await,
-        _ => None,
+    let bulk = match ctx.bulk {
+        true => ctx.exec.client.bulk_limits().await,
+        false => None,
     };
     let mut rec = Recorder {
         ctx,
