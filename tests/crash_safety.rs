@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{binary, run_binary, verify_target, Harness};
-use entra_here_sync::sim::{ScimFaults, ScimRequest};
+use entra_here_sync::sim::{BulkSupport, ScimFaults, ScimRequest};
 
 const USERS: usize = 500;
 /// `here.max_concurrency` of the generated config: at most this many requests are in
@@ -85,15 +85,22 @@ async fn kill_then_resume(moment: Moment) {
         latency_ms: 20,
         ..ScimFaults::default()
     });
+    kill(&h, moment).await;
+    resume(&h).await;
+    created_once(&h.sim.scim.request_log());
+}
+
+/// Starts `sync` and SIGKILLs it at `moment`.
+async fn kill(h: &Harness, moment: Moment) {
     let stderr = std::fs::File::create(h.dir.path().join("killed.stderr")).unwrap();
-    let mut child = binary(&h)
+    let mut child = binary(h)
         .arg("sync")
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
         .expect("binary starts");
     let started = std::time::Instant::now();
-    while !moment.reached(&h, started) {
+    while !moment.reached(h, started) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the sync ended before the moment to kill it"
@@ -115,8 +122,11 @@ async fn kill_then_resume(moment: Moment) {
         "killed after {} ms: {users} users and {groups} groups in HERE",
         started.elapsed().as_millis()
     );
+}
 
-    let out = run_binary(&h, &["sync"]).await;
+/// A plain `sync` after the kill converges: every user once, every group with its members.
+async fn resume(h: &Harness) {
+    let out = run_binary(h, &["sync"]).await;
     assert!(
         out.status.success(),
         "resumed sync failed ({:?}): {}",
@@ -124,9 +134,15 @@ async fn kill_then_resume(moment: Moment) {
         String::from_utf8_lossy(&out.stderr)
     );
     verify_target(&h.sim, &[]);
+    let again = run_binary(h, &["sync", "--json"]).await;
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).expect("JSON summary");
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    assert_eq!(summary["scim_requests"], 0, "nothing left to do: {summary}");
+}
 
-    let log = h.sim.scim.request_log();
-    let users = posts(&log, "Users");
+/// Every POST beyond a user's or group's first met 409 and was adopted; few were repeated.
+fn created_once(log: &[ScimRequest]) {
+    let users = posts(log, "Users");
     assert_eq!(users.len(), USERS, "every in-scope user was POSTed");
     let mut repeated = 0;
     for (name, statuses) in &users {
@@ -159,7 +175,7 @@ async fn kill_then_resume(moment: Moment) {
         repeated <= 3 * IN_FLIGHT + 1,
         "{repeated} users were POSTed again: only acknowledgements in flight at the kill may be lost"
     );
-    for (name, statuses) in posts(&log, "Groups") {
+    for (name, statuses) in posts(log, "Groups") {
         let created = statuses.iter().filter(|s| **s == 201).count();
         assert_eq!(created, 1, "group {name} was created {created} times");
         assert!(
@@ -167,10 +183,6 @@ async fn kill_then_resume(moment: Moment) {
             "{statuses:?}"
         );
     }
-    let again = run_binary(&h, &["sync", "--json"]).await;
-    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).expect("JSON summary");
-    assert_eq!(summary["exit_code"], 0, "{summary}");
-    assert_eq!(summary["scim_requests"], 0, "nothing left to do: {summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,4 +208,23 @@ async fn killed_while_creating_groups_then_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_adding_members_then_resumed() {
     kill_then_resume(Moment::FirstMembers).await;
+}
+
+/// With `/Bulk`, a kill loses the answers of whole bulk requests: the next sync POSTs
+/// those users again, meets 409 and adopts them, without a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_half_way_through_bulk_requests_then_resumed() {
+    let h = Harness::new("").await;
+    tenant(&h);
+    h.sim.scim.set_faults(ScimFaults {
+        latency_ms: 20,
+        bulk: Some(BulkSupport {
+            max_operations: 25,
+            max_payload_size: 1 << 20,
+            advertised_payload_size: None,
+        }),
+        ..ScimFaults::default()
+    });
+    kill(&h, Moment::Users(USERS / 2)).await;
+    resume(&h).await;
 }
