@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{diff, group_users, managed, Op, Planner};
+use super::{diff, managed, scope, Op, Planner};
 use crate::state::SkippedRow;
 
 /// Plans assigned groups, their members and the deletion of groups that left scope.
@@ -35,13 +35,13 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
         };
         wanted.insert(gid.as_str());
         let pushed_members = p.snapshot_groups.get(gid).map(|g| &g.members);
-        let members: BTreeSet<String> = group_users(mirror, gid, options.group_members)
-            .into_iter()
-            .filter(|u| {
-                p.active.contains(u)
-                    || (p.protected.contains(u) && pushed_members.is_some_and(|m| m.contains(u)))
-            })
-            .collect();
+        let mut members = BTreeSet::new();
+        scope::for_each_group_user(mirror, gid, options.group_members, |u| {
+            let kept = p.is_protected(u) && pushed_members.is_some_and(|m| m.contains(u));
+            if p.is_active(u) || kept {
+                members.insert(u.to_string());
+            }
+        });
         let pushed_members = match p.snapshot_groups.get(gid) {
             None => {
                 p.out.ops.push(Op::CreateGroup {

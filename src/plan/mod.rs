@@ -5,14 +5,17 @@
 
 pub mod filter;
 mod groups;
+mod props;
 mod scope;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::config::GroupMembers;
-use crate::mapping::{AttrText, Attrs, Mapping};
+use crate::mapping::{AttrText, Attrs, Mapping, Props};
 use crate::state::{
     MirrorData, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser, Snapshot, UserRow,
 };
@@ -228,11 +231,39 @@ impl Plan {
 }
 
 /// What the planner wants for one in-scope user.
-struct DesiredUser {
+struct DesiredUser<'s> {
     user_name: String,
-    attrs: Attrs,
+    /// Mapped values sorted by path, without `active`.
+    values: Vec<(&'s str, Cow<'s, str>)>,
     active: bool,
     manager: Option<String>,
+}
+
+impl DesiredUser<'_> {
+    /// The attributes as a map, `active` included (to diff an update).
+    fn attrs(&self) -> Attrs {
+        let mut attrs: Attrs = self
+            .values
+            .iter()
+            .map(|(path, v)| (path.to_string(), Value::String(v.to_string())))
+            .collect();
+        attrs.insert("active".into(), Value::Bool(self.active));
+        attrs
+    }
+
+    /// The attributes as canonical text, `active` included.
+    fn text(&self) -> AttrText {
+        AttrText::from_values(&self.values, self.active)
+    }
+}
+
+/// What the plan decided about a candidate, for memberships and manager references.
+#[derive(Debug, Clone, Copy, Default)]
+struct Decided {
+    /// Ends this plan active in HERE (group members and managers come from these).
+    active: bool,
+    /// Pushed and active, but skipped for bad source data: left as it is, memberships too.
+    protected: bool,
 }
 
 /// A manager reference to decide once every user has been seen.
@@ -252,12 +283,11 @@ pub struct Planner<'a> {
     mapping: &'a Mapping,
     held: &'a BTreeSet<String>,
     options: &'a PlanOptions,
-    /// Users assigned directly or through an assigned group (existence checked per user).
-    candidates: HashSet<String>,
-    /// Users that end this plan active in HERE (group members and managers come from these).
-    active: HashSet<String>,
-    /// Pushed, active users skipped for bad source data: left as they are, memberships too.
-    protected: HashSet<String>,
+    /// Users assigned directly or through an assigned group (existence checked per user),
+    /// ids borrowed from the mirror, with what this plan decided about them.
+    candidates: FxHashMap<&'a str, Decided>,
+    /// Users declared active without being planned ([`Planner::assume_active`]).
+    assumed: FxHashSet<String>,
     managers: Vec<ManagerRef>,
     /// The attribute scoping filter (empty: every candidate is in scope).
     filter: filter::ScopeFilter,
@@ -278,16 +308,13 @@ impl<'a> Planner<'a> {
         options: &'a PlanOptions,
     ) -> Planner<'a> {
         Planner {
-            candidates: scope_candidates(mirror, options.group_members)
-                .into_iter()
-                .collect(),
+            candidates: candidates(mirror, options.group_members),
             mirror,
             snapshot_groups,
             mapping,
             held,
             options,
-            active: HashSet::new(),
-            protected: HashSet::new(),
+            assumed: FxHashSet::default(),
             managers: Vec::new(),
             filter: filter::ScopeFilter::default(),
             fingerprint: fingerprint(&format!("{mapping:?}")),
@@ -307,22 +334,50 @@ impl<'a> Planner<'a> {
     /// Declares a user active in HERE without planning it: a partial plan (provisioning on
     /// demand plans one user) keeps manager references to users it does not plan.
     pub fn assume_active(&mut self, id: &str) {
-        self.active.insert(id.to_string());
+        match self.candidates.get_mut(id) {
+            Some(d) => d.active = true,
+            None => {
+                self.assumed.insert(id.to_string());
+            }
+        }
+    }
+
+    /// Whether a user ends this plan active in HERE.
+    fn is_active(&self, id: &str) -> bool {
+        self.candidates.get(id).is_some_and(|d| d.active)
+            || (!self.assumed.is_empty() && self.assumed.contains(id))
+    }
+
+    /// Whether a user is pushed and active but skipped for bad source data.
+    fn is_protected(&self, id: &str) -> bool {
+        self.candidates.get(id).is_some_and(|d| d.protected)
+    }
+
+    /// Records a decision about a candidate (only candidates are planned into HERE).
+    fn decide(&mut self, id: &str, f: impl FnOnce(&mut Decided)) {
+        if let Some(d) = self.candidates.get_mut(id) {
+            f(d);
+        }
     }
 
     /// Why a user is out of scope, or `None` when in scope. Reasons are written only for
     /// users HERE has active (the others need none), so most users cost no allocation.
-    fn out_of_scope(&self, id: &str, mirror: Option<&MirrorUser>) -> Option<OutOfScope> {
-        let Some(user) = mirror else {
+    fn out_of_scope<P: UserProps>(
+        &self,
+        id: &str,
+        mirror: Option<(&P, bool)>,
+    ) -> Option<OutOfScope> {
+        let Some((props, soft_deleted)) = mirror else {
             return Some(OutOfScope::Deleted);
         };
-        if user.soft_deleted {
+        if soft_deleted {
             return Some(OutOfScope::SoftDeleted);
         }
-        if !self.candidates.contains(id) {
+        if !self.candidates.contains_key(id) {
             return Some(OutOfScope::NotAssigned);
         }
-        (!self.filter.matches(&user.props)).then_some(OutOfScope::Filtered)
+        let filtered = !self.filter.is_empty() && !self.filter.matches(&props.map());
+        filtered.then_some(OutOfScope::Filtered)
     }
 
     fn hold(&mut self, id: &str) -> bool {
@@ -343,10 +398,10 @@ impl<'a> Planner<'a> {
             let unchanged = !row.soft_deleted
                 && have.active
                 && have.source_hash == source
-                && self.candidates.contains(&row.id)
+                && self.candidates.contains_key(row.id.as_str())
                 && !self.held.contains(&row.id);
             if unchanged {
-                self.active.insert(row.id.clone());
+                self.decide(&row.id, |d| d.active = true);
                 let wanted = manager_in(text);
                 if self.mapping.manager && (wanted.is_some() || have.manager.is_some()) {
                     self.managers.push(ManagerRef {
@@ -362,15 +417,19 @@ impl<'a> Planner<'a> {
         let pushed = row.pushed.as_ref().map(PushedRow::snap_user);
         let before = self.out.ops.len();
         self.source = source;
-        self.user(&row.id, row.mirror().as_ref(), pushed.as_ref());
+        match row.props.as_deref().map(props::RowProps::parse) {
+            Some(Some(props)) => {
+                self.plan_user(&row.id, Some((&props, row.soft_deleted)), pushed.as_ref())
+            }
+            _ => self.user(&row.id, row.mirror().as_ref(), pushed.as_ref()),
+        }
         self.source = None;
         let remember = match (source, &row.pushed) {
             (Some(hash), Some(have)) => have.source_hash != Some(hash) && have.active,
             _ => false,
         };
-        let settled = self.out.ops.len() == before
-            && self.active.contains(&row.id)
-            && !self.held.contains(&row.id);
+        let settled =
+            self.out.ops.len() == before && self.is_active(&row.id) && !self.held.contains(&row.id);
         if let (true, true, Some(hash)) = (remember, settled, source) {
             self.out.sources.push((row.id.clone(), hash));
         }
@@ -378,18 +437,29 @@ impl<'a> Planner<'a> {
 
     /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
     pub fn user(&mut self, id: &str, mirror: Option<&MirrorUser>, pushed: Option<&SnapUser>) {
+        self.plan_user(id, mirror.map(|u| (&u.props, u.soft_deleted)), pushed);
+    }
+
+    /// [`Planner::user`] over either kind of properties, with the soft-delete flag.
+    fn plan_user<P: UserProps>(
+        &mut self,
+        id: &str,
+        mirror: Option<(&P, bool)>,
+        pushed: Option<&SnapUser>,
+    ) {
         let why = self.out_of_scope(id, mirror);
-        let (Some(user), None) = (mirror, why) else {
+        let (Some((user, _)), None) = (mirror, why) else {
             if let Some(have) = pushed.filter(|h| h.active) {
                 if !self.hold(id) {
-                    let reason = why.map(|w| w.text(&self.filter, mirror));
+                    let props = mirror.map(|(p, _)| p.map());
+                    let reason = why.map(|w| w.text(&self.filter, props.as_deref()));
                     let op = deactivate(id, have, reason.unwrap_or_default());
                     self.out.ops.push(op);
                 }
             }
             return;
         };
-        let want = match self.desired(id, user) {
+        let want = match desired(self.mapping, id, user) {
             Ok(want) => want,
             Err(reason) => {
                 self.out.skipped.push(SkippedRow {
@@ -398,13 +468,13 @@ impl<'a> Planner<'a> {
                     reason,
                 });
                 if pushed.is_some_and(|h| h.active) {
-                    self.protected.insert(id.to_string());
+                    self.decide(id, |d| d.protected = true);
                 }
                 return;
             }
         };
         if want.active {
-            self.active.insert(id.to_string());
+            self.decide(id, |d| d.active = true);
         }
         if self.hold(id) {
             return;
@@ -419,43 +489,16 @@ impl<'a> Planner<'a> {
                 pushed: pushed_manager.cloned(),
             });
         }
-        if let Some(op) = plan_user(id, want, pushed, self.mapping, self.source) {
+        if let Some(op) = user_op(id, want, pushed, self.mapping, self.source) {
             self.out.ops.push(op);
         }
-    }
-
-    fn desired(&self, id: &str, user: &MirrorUser) -> Result<DesiredUser, String> {
-        let mut attrs = self.mapping.map_user(id, &user.props);
-        if let Some(reason) = bad_user_record(&user.props, &attrs) {
-            return Err(reason);
-        }
-        let user_name = attrs
-            .get("userName")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| "the source of userName is empty".to_string())?;
-        let active = user.props.get("accountEnabled").and_then(Value::as_bool) != Some(false);
-        attrs.insert("active".into(), Value::Bool(active));
-        Ok(DesiredUser {
-            user_name,
-            attrs,
-            active,
-            manager: user
-                .props
-                .get("manager")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        })
     }
 
     /// Completes the plan: manager references, groups and memberships, the order.
     pub fn finish(mut self) -> Plan {
         for m in std::mem::take(&mut self.managers) {
-            let wanted = m.wanted.filter(|w| self.active.contains(w));
-            let kept = m
-                .pushed
-                .as_ref()
-                .is_some_and(|p| self.protected.contains(p));
+            let wanted = m.wanted.filter(|w| self.is_active(w));
+            let kept = m.pushed.as_ref().is_some_and(|p| self.is_protected(p));
             if wanted != m.pushed && !kept {
                 self.out.ops.push(Op::SetManager {
                     entra_id: m.entra_id,
@@ -474,6 +517,22 @@ impl<'a> Planner<'a> {
         });
         self.out
     }
+}
+
+/// Users assigned directly or through an assigned group, borrowed from the mirror (see
+/// [`scope_candidates`]), nothing decided yet.
+fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Decided> {
+    let mut out = FxHashMap::default();
+    out.reserve(mirror.assigned_users.len());
+    for id in &mirror.assigned_users {
+        out.insert(id.as_str(), Decided::default());
+    }
+    for gid in &mirror.assigned_groups {
+        scope::for_each_group_user(mirror, gid, members, |id| {
+            out.insert(id, Decided::default());
+        });
+    }
+    out
 }
 
 /// FNV-1a: a stable 64-bit fingerprint (it is stored, so it must not change between runs).
@@ -513,6 +572,24 @@ pub fn plan(
     planner.finish()
 }
 
+/// A user's properties as the planner reads them: through the mapping, or whole for the
+/// scoping filter (rare: only with a filter, and for out-of-scope reasons).
+trait UserProps: Props {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>>;
+}
+
+impl UserProps for serde_json::Map<String, Value> {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl UserProps for props::RowProps<'_> {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>> {
+        Cow::Owned(self.to_map())
+    }
+}
+
 /// Why a user left scope (see [`Planner::out_of_scope`]).
 #[derive(Debug, Clone, Copy)]
 enum OutOfScope {
@@ -523,18 +600,46 @@ enum OutOfScope {
 }
 
 impl OutOfScope {
-    fn text(self, filter: &filter::ScopeFilter, user: Option<&MirrorUser>) -> String {
+    fn text(
+        self,
+        filter: &filter::ScopeFilter,
+        props: Option<&serde_json::Map<String, Value>>,
+    ) -> String {
         match self {
             OutOfScope::Deleted => "deleted in Entra".into(),
             OutOfScope::SoftDeleted => "deleted in Entra (soft delete, restorable)".into(),
             OutOfScope::NotAssigned => {
                 "no longer assigned to the app (directly or through an assigned group)".into()
             }
-            OutOfScope::Filtered => user
-                .and_then(|u| filter.check(&u.props).err())
+            OutOfScope::Filtered => props
+                .and_then(|p| filter.check(p).err())
                 .unwrap_or_else(|| "filtered out by the scope filter".into()),
         }
     }
+}
+
+/// What the mapping makes of one in-scope user, or why their record cannot be provisioned.
+fn desired<'s>(
+    mapping: &'s Mapping,
+    id: &'s str,
+    props: &'s impl Props,
+) -> Result<DesiredUser<'s>, String> {
+    let values = mapping.user_values(id, props);
+    if let Some(reason) = bad_user_record(props, &values) {
+        return Err(reason);
+    }
+    let user_name = values
+        .iter()
+        .find(|(path, _)| *path == "userName")
+        .map(|(_, v)| v.to_string())
+        .ok_or_else(|| "the source of userName is empty".to_string())?;
+    let active = props.value("accountEnabled").and_then(Value::as_bool) != Some(false);
+    Ok(DesiredUser {
+        user_name,
+        values,
+        active,
+        manager: props.str("manager").map(str::to_string),
+    })
 }
 
 fn deactivate(id: &str, have: &SnapUser, reason: String) -> Op {
@@ -549,9 +654,9 @@ fn deactivate(id: &str, have: &SnapUser, reason: String) -> Op {
     }
 }
 
-fn plan_user(
+fn user_op(
     id: &str,
-    want: DesiredUser,
+    want: DesiredUser<'_>,
     pushed: Option<&SnapUser>,
     mapping: &Mapping,
     source: Option<i64>,
@@ -559,8 +664,8 @@ fn plan_user(
     let Some(have) = pushed else {
         return want.active.then(|| Op::CreateUser {
             entra_id: id.to_string(),
+            attrs: want.text(),
             user_name: want.user_name,
-            attrs: AttrText::from_attrs(&want.attrs),
             source,
         });
     };
@@ -573,13 +678,14 @@ fn plan_user(
         (false, false) => None,
         (was_active, true) => {
             let paths = mapping.user_paths().chain(["active"]);
-            let changes = diff(&want.attrs, &managed(&have.attrs, paths));
+            let attrs = want.attrs();
+            let changes = diff(&attrs, &managed(&have.attrs, paths));
             (!changes.is_empty()).then(|| Op::UpdateUser {
                 entra_id: id.to_string(),
                 scim_id: have.scim_id.clone(),
                 user_name: want.user_name,
                 changes,
-                attrs: AttrText::from_attrs(&want.attrs),
+                attrs: AttrText::from_attrs(&attrs),
                 reactivate: !was_active,
                 source,
             })
@@ -588,19 +694,15 @@ fn plan_user(
 }
 
 /// Why a user's source record cannot be provisioned, if it can't.
-fn bad_user_record(props: &serde_json::Map<String, Value>, attrs: &Attrs) -> Option<String> {
-    let upn = props
-        .get("userPrincipalName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+fn bad_user_record(props: &impl Props, values: &[(&str, Cow<'_, str>)]) -> Option<String> {
+    let upn = props.str("userPrincipalName").unwrap_or("");
     if upn.trim().is_empty() {
         return Some("no userPrincipalName".into());
     }
     if upn.chars().any(char::is_control) || upn.len() > 1024 {
         return Some("userPrincipalName has control characters or is over 1024 bytes".into());
     }
-    attrs.iter().find_map(|(path, v)| {
-        let text = v.as_str()?;
+    values.iter().find_map(|(path, text)| {
         (text.len() > 4096 || text.chars().any(|c| c.is_control() && c != '\n'))
             .then(|| format!("{path} is over 4096 bytes or has control characters"))
     })

@@ -26,20 +26,34 @@ pub fn scope_candidates(mirror: &MirrorData, members: GroupMembers) -> BTreeSet<
 /// A group's member users, direct or through nested groups (cycle-safe).
 pub fn group_users(mirror: &MirrorData, gid: &str, members: GroupMembers) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut seen = BTreeSet::from([gid.to_string()]);
-    let mut todo = vec![gid.to_string()];
+    for_each_group_user(mirror, gid, members, |u| {
+        out.insert(u.to_string());
+    });
+    out
+}
+
+/// Calls `f` with each member user of a group, borrowed from the mirror (a user reached
+/// through two nested groups comes twice): the planner walks a large tenant's groups
+/// without copying ids.
+pub(super) fn for_each_group_user<'m>(
+    mirror: &'m MirrorData,
+    gid: &str,
+    members: GroupMembers,
+    mut f: impl FnMut(&'m str),
+) {
+    let mut seen = BTreeSet::from([gid]);
+    let mut todo = vec![gid];
     while let Some(g) = todo.pop() {
-        let Some(group) = mirror.groups.get(&g) else {
+        let Some(group) = mirror.groups.get(g) else {
             continue;
         };
-        out.extend(group.user_members.iter().cloned());
+        group.user_members.iter().for_each(|u| f(u));
         if members == GroupMembers::Transitive {
             for nested in &group.group_members {
-                if seen.insert(nested.clone()) {
-                    todo.push(nested.clone());
+                if seen.insert(nested) {
+                    todo.push(nested);
                 }
             }
         }
     }
-    out
 }
