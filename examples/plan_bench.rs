@@ -46,7 +46,6 @@ fn timed_plan(
     let t = Instant::now();
     let mut planner = new();
     let mut spent = t.elapsed();
-    eprintln!("DBG new {:?}", spent);
     let mut rows = Vec::with_capacity(BATCH);
     for start in (0..users).step_by(BATCH) {
         rows.clear();
@@ -62,11 +61,9 @@ fn timed_plan(
         }
         spent += t.elapsed();
     }
-    eprintln!("DBG new+rows {:?}", spent);
     let t = Instant::now();
     let plan = planner.finish();
     spent += t.elapsed();
-    eprintln!("DBG finish {:?}", t.elapsed());
     (plan, spent.as_secs_f64())
 }
 

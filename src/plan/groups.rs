@@ -35,13 +35,14 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
         };
         wanted.insert(gid.as_str());
         let pushed_members = p.snapshot_groups.get(gid).map(|g| &g.members);
-        let mut members = BTreeSet::new();
+        let mut members: BTreeSet<&str> = BTreeSet::new();
         scope::for_each_group_user(mirror, gid, options.group_members, |u| {
-            let kept = p.is_protected(u) && pushed_members.is_some_and(|m| m.contains(u));
-            if p.is_active(u) || kept {
-                members.insert(u.to_string());
+            let d = p.decided(u);
+            if d.active || (d.protected && pushed_members.is_some_and(|m| m.contains(u))) {
+                members.insert(u);
             }
         });
+        let none = BTreeSet::new();
         let pushed_members = match p.snapshot_groups.get(gid) {
             None => {
                 p.out.ops.push(Op::CreateGroup {
@@ -49,7 +50,7 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
                     display_name: name.clone(),
                     attrs,
                 });
-                BTreeSet::new()
+                &none
             }
             Some(have) => {
                 let paths = mapping.group.iter().map(|a| a.scim_path.as_str());
@@ -63,11 +64,19 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
                         attrs,
                     });
                 }
-                have.members.clone()
+                &have.members
             }
         };
-        let adds: Vec<String> = members.difference(&pushed_members).cloned().collect();
-        let removes: Vec<String> = pushed_members.difference(&members).cloned().collect();
+        let adds: Vec<String> = members
+            .iter()
+            .filter(|u| !pushed_members.contains(**u))
+            .map(|u| u.to_string())
+            .collect();
+        let removes: Vec<String> = pushed_members
+            .iter()
+            .filter(|u| !members.contains(u.as_str()))
+            .cloned()
+            .collect();
         if !adds.is_empty() {
             p.out.ops.push(Op::AddMembers {
                 group: gid.clone(),

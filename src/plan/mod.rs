@@ -342,15 +342,11 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Whether a user ends this plan active in HERE.
-    fn is_active(&self, id: &str) -> bool {
-        self.candidates.get(id).is_some_and(|d| d.active)
-            || (!self.assumed.is_empty() && self.assumed.contains(id))
-    }
-
-    /// Whether a user is pushed and active but skipped for bad source data.
-    fn is_protected(&self, id: &str) -> bool {
-        self.candidates.get(id).is_some_and(|d| d.protected)
+    /// What this plan decided about a user (nothing, for a user it does not plan).
+    fn decided(&self, id: &str) -> Decided {
+        let mut d = self.candidates.get(id).copied().unwrap_or_default();
+        d.active |= !self.assumed.is_empty() && self.assumed.contains(id);
+        d
     }
 
     /// Records a decision about a candidate (only candidates are planned into HERE).
@@ -398,10 +394,13 @@ impl<'a> Planner<'a> {
             let unchanged = !row.soft_deleted
                 && have.active
                 && have.source_hash == source
-                && self.candidates.contains_key(row.id.as_str())
                 && !self.held.contains(&row.id);
-            if unchanged {
-                self.decide(&row.id, |d| d.active = true);
+            let candidate = match unchanged {
+                true => self.candidates.get_mut(row.id.as_str()),
+                false => None,
+            };
+            if let Some(decided) = candidate {
+                decided.active = true;
                 let wanted = manager_in(text);
                 if self.mapping.manager && (wanted.is_some() || have.manager.is_some()) {
                     self.managers.push(ManagerRef {
@@ -428,8 +427,9 @@ impl<'a> Planner<'a> {
             (Some(hash), Some(have)) => have.source_hash != Some(hash) && have.active,
             _ => false,
         };
-        let settled =
-            self.out.ops.len() == before && self.is_active(&row.id) && !self.held.contains(&row.id);
+        let settled = self.out.ops.len() == before
+            && self.decided(&row.id).active
+            && !self.held.contains(&row.id);
         if let (true, true, Some(hash)) = (remember, settled, source) {
             self.out.sources.push((row.id.clone(), hash));
         }
@@ -497,8 +497,8 @@ impl<'a> Planner<'a> {
     /// Completes the plan: manager references, groups and memberships, the order.
     pub fn finish(mut self) -> Plan {
         for m in std::mem::take(&mut self.managers) {
-            let wanted = m.wanted.filter(|w| self.is_active(w));
-            let kept = m.pushed.as_ref().is_some_and(|p| self.is_protected(p));
+            let wanted = m.wanted.filter(|w| self.decided(w).active);
+            let kept = m.pushed.as_ref().is_some_and(|p| self.decided(p).protected);
             if wanted != m.pushed && !kept {
                 self.out.ops.push(Op::SetManager {
                     entra_id: m.entra_id,
@@ -523,7 +523,11 @@ impl<'a> Planner<'a> {
 /// [`scope_candidates`]), nothing decided yet.
 fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Decided> {
     let mut out = FxHashMap::default();
-    out.reserve(mirror.assigned_users.len());
+    let groups = mirror
+        .assigned_groups
+        .iter()
+        .filter_map(|g| mirror.groups.get(g));
+    out.reserve(mirror.assigned_users.len() + groups.map(|g| g.user_members.len()).sum::<usize>());
     for id in &mirror.assigned_users {
         out.insert(id.as_str(), Decided::default());
     }
