@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::config::MappingConfig;
@@ -38,11 +37,34 @@ impl AttrText {
     /// with `active`: the text [`AttrText::from_attrs`] gives for the same attributes,
     /// without building their map (a large tenant's initial plan creates every user).
     pub fn from_values(values: &[(&str, Cow<'_, str>)], active: bool) -> AttrText {
-        AttrText(
-            serde_json::to_string(&WithActive { values, active })
-                .unwrap_or_else(|_| "{}".into())
-                .into(),
-        )
+        let size: usize = values.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        let mut out = String::with_capacity(size + 64);
+        let mut active = Some(active);
+        let entry = |out: &mut String, key: &str, value: &str| {
+            out.push(if out.is_empty() { '{' } else { ',' });
+            push_json_str(out, key);
+            out.push(':');
+            out.push_str(value);
+        };
+        for (path, value) in values {
+            if *path == "active" {
+                continue;
+            }
+            if *path > "active" {
+                if let Some(a) = active.take() {
+                    entry(&mut out, "active", if a { "true" } else { "false" });
+                }
+            }
+            out.push(if out.is_empty() { '{' } else { ',' });
+            push_json_str(&mut out, path);
+            out.push(':');
+            push_json_str(&mut out, value);
+        }
+        if let Some(a) = active {
+            entry(&mut out, "active", if a { "true" } else { "false" });
+        }
+        out.push('}');
+        AttrText(out.into())
     }
 
     /// The attributes back as a map.
@@ -56,32 +78,25 @@ impl AttrText {
     }
 }
 
-/// Sorted mapped values plus `active` in its sorted place, serialised as one JSON object.
-struct WithActive<'v, 's> {
-    values: &'v [(&'s str, Cow<'s, str>)],
-    active: bool,
-}
-
-impl Serialize for WithActive<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.values.len() + 1))?;
-        let mut active = Some(self.active);
-        for (path, value) in self.values {
-            if *path == "active" {
-                continue;
-            }
-            if *path > "active" {
-                if let Some(a) = active.take() {
-                    map.serialize_entry("active", &a)?;
-                }
-            }
-            map.serialize_entry(path, value)?;
-        }
-        if let Some(a) = active {
-            map.serialize_entry("active", &a)?;
-        }
-        map.end()
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20) {
+        // control characters (rare): serde_json's own escapes
+        out.push_str(&Value::from(text).to_string());
+        return;
     }
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'"' || b == b'\\' {
+            // ASCII, so `i` is a character boundary; the character goes out with the next run
+            out.push_str(&text[start..i]);
+            out.push('\\');
+            start = i;
+        }
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// Where a mapping reads an object's Graph properties from: the parsed map, or a user's
@@ -432,14 +447,13 @@ impl Source {
 /// A property as text: strings as they are, numbers and booleans printed, arrays by their
 /// first element, nested objects by a dotted path (`onPremisesExtensionAttributes.extensionAttribute1`).
 fn property_text<'p>(props: &'p impl Props, name: &str) -> Option<Cow<'p, str>> {
-    let mut parts = name.split('.');
-    let top = parts.next()?;
-    if !name.contains('.') {
-        if let Some(s) = props.str(top) {
+    if !name.bytes().any(|b| b == b'.') {
+        if let Some(s) = props.str(name) {
             return Some(Cow::Borrowed(s));
         }
     }
-    let mut value = props.value(top)?;
+    let mut parts = name.split('.');
+    let mut value = props.value(parts.next()?)?;
     for part in parts {
         value = value.get(part)?;
     }

@@ -554,7 +554,12 @@ fn source_hash(props: &str, context: u64) -> i64 {
 /// The manager id in stored properties, without parsing them: they are compact JSON that
 /// serde_json wrote, where `"manager":"` can only be the key (quotes in values are escaped).
 fn manager_in(props: &str) -> Option<String> {
-    let start = props.find("\"manager\":\"")? + "\"manager\":\"".len();
+    const KEY: &str = "\"manager\":\"";
+    // `contains` rejects most users faster than `find` (a vectorised search)
+    if !props.contains(KEY) {
+        return None;
+    }
+    let start = props.find(KEY)? + KEY.len();
     let len = props[start..].find('"')?;
     Some(props[start..start + len].to_string())
 }
@@ -707,7 +712,9 @@ fn bad_user_record(props: &impl Props, values: &[(&str, Cow<'_, str>)]) -> Optio
         return Some("userPrincipalName has control characters or is over 1024 bytes".into());
     }
     values.iter().find_map(|(path, text)| {
-        (text.len() > 4096 || text.chars().any(|c| c.is_control() && c != '\n'))
+        // printable ASCII (most values) has no control characters: no need to decode
+        let printable = text.bytes().all(|b| (b' '..=b'~').contains(&b));
+        (text.len() > 4096 || !printable && text.chars().any(|c| c.is_control() && c != '\n'))
             .then(|| format!("{path} is over 4096 bytes or has control characters"))
     })
 }

@@ -41,6 +41,11 @@ pub(super) fn for_each_group_user<'m>(
     members: GroupMembers,
     mut f: impl FnMut(&'m str),
 ) {
+    if members == GroupMembers::Direct {
+        let users = mirror.groups.get(gid).map(|g| &g.user_members);
+        users.into_iter().flatten().for_each(|u| f(u));
+        return;
+    }
     let mut seen = BTreeSet::from([gid]);
     let mut todo = vec![gid];
     while let Some(g) = todo.pop() {
