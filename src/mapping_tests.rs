@@ -563,5 +563,8 @@ fn attribute_text_from_values_is_the_text_of_the_map() {
             AttrText::from_attrs(&attrs)
         );
     }
-    assert_eq!(AttrText::from_values(&[], true).as_str(), r#"{"active":true}"#);
+    assert_eq!(
+        AttrText::from_values(&[], true).as_str(),
+        r#"{"active":true}"#
+    );
 }

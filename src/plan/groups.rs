@@ -1,5 +1,6 @@
 //! Group planning: assigned groups, their memberships, and groups that left scope.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
@@ -34,16 +35,17 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
             continue;
         };
         wanted.insert(gid.as_str());
-        let pushed_members = p.snapshot_groups.get(gid).map(|g| &g.members);
+        let have = p.snapshot_groups.get(gid);
+        let pushed_members = have.map(|g| &g.members);
         let mut members: BTreeSet<&str> = BTreeSet::new();
-        scope::for_each_group_user(mirror, gid, options.group_members, |u| {
+        scope::for_each_group_user(mirror, gid, group, options.group_members, |u| {
             let d = p.decided(u);
             if d.active || (d.protected && pushed_members.is_some_and(|m| m.contains(u))) {
                 members.insert(u);
             }
         });
         let none = BTreeSet::new();
-        let pushed_members = match p.snapshot_groups.get(gid) {
+        let pushed_members = match have {
             None => {
                 p.out.ops.push(Op::CreateGroup {
                     entra_id: gid.clone(),
@@ -67,16 +69,7 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
                 &have.members
             }
         };
-        let adds: Vec<String> = members
-            .iter()
-            .filter(|u| !pushed_members.contains(**u))
-            .map(|u| u.to_string())
-            .collect();
-        let removes: Vec<String> = pushed_members
-            .iter()
-            .filter(|u| !members.contains(u.as_str()))
-            .cloned()
-            .collect();
+        let (adds, removes) = member_changes(&members, pushed_members);
         if !adds.is_empty() {
             p.out.ops.push(Op::AddMembers {
                 group: gid.clone(),
@@ -107,4 +100,27 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
             });
         }
     }
+}
+
+/// Members to add and to remove, in order: both sets sort alike, so one walk compares them.
+fn member_changes(want: &BTreeSet<&str>, have: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    let (mut w, mut h) = (want.iter().peekable(), have.iter().peekable());
+    loop {
+        let order = match (w.peek(), h.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => (**a).cmp(b.as_str()),
+        };
+        match order {
+            Ordering::Less => adds.extend(w.next().map(|a| a.to_string())),
+            Ordering::Greater => removes.extend(h.next().cloned()),
+            Ordering::Equal => {
+                w.next();
+                h.next();
+            }
+        }
+    }
+    (adds, removes)
 }

@@ -532,9 +532,11 @@ fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Dec
         out.insert(id.as_str(), Decided::default());
     }
     for gid in &mirror.assigned_groups {
-        scope::for_each_group_user(mirror, gid, members, |id| {
-            out.insert(id, Decided::default());
-        });
+        if let Some(group) = mirror.groups.get(gid) {
+            scope::for_each_group_user(mirror, gid, group, members, |id| {
+                out.insert(id, Decided::default());
+            });
+        }
     }
     out
 }
