@@ -388,10 +388,11 @@ fn values<'s>(
     id: &'s str,
     props: &'s impl Props,
 ) -> Vec<(&'s str, Cow<'s, str>)> {
-    let mut out: Vec<(&str, Cow<str>)> = list
-        .iter()
-        .filter_map(|a| Some((a.scim_path.as_str(), a.source.eval(id, props)?)))
-        .collect();
+    let mut out: Vec<(&str, Cow<str>)> = Vec::with_capacity(list.len());
+    out.extend(
+        list.iter()
+            .filter_map(|a| Some((a.scim_path.as_str(), a.source.eval(id, props)?))),
+    );
     out.sort_by(|a, b| a.0.cmp(b.0));
     out.dedup_by(|later, earlier| {
         let same = later.0 == earlier.0;
