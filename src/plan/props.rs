@@ -15,8 +15,6 @@ use crate::mapping::Props;
 /// as in a parsed map).
 pub(super) struct RowProps<'t> {
     entries: Vec<(Cow<'t, str>, Prop<'t>)>,
-    /// Keys strictly ascending (as serde_json writes a map), so a lookup can bisect.
-    sorted: bool,
 }
 
 enum Prop<'t> {
@@ -31,13 +29,6 @@ impl<'t> RowProps<'t> {
     }
 
     fn get(&self, name: &str) -> Option<&Prop<'t>> {
-        if self.sorted {
-            let i = self
-                .entries
-                .binary_search_by(|(k, _)| (**k).cmp(name))
-                .ok()?;
-            return self.entries.get(i).map(|(_, v)| v);
-        }
         self.entries
             .iter()
             .rev()
@@ -87,12 +78,10 @@ impl<'de> Deserialize<'de> for RowProps<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries: Vec<(Cow<str>, Prop)> =
                     Vec::with_capacity(map.size_hint().unwrap_or(16));
-                let mut sorted = true;
                 while let Some(Text(k)) = map.next_key()? {
-                    sorted &= entries.last().is_none_or(|(last, _)| *last < k);
                     entries.push((k, map.next_value()?));
                 }
-                Ok(RowProps { entries, sorted })
+                Ok(RowProps { entries })
             }
         }
         d.deserialize_map(V)
@@ -169,12 +158,6 @@ mod tests {
         assert_eq!(props.str("a"), Some("last"));
         assert_eq!(props.str("e"), Some("q\"uote"));
         assert_eq!(props.value("f"), Some(&Value::Bool(true)));
-        let sorted = RowProps::parse(r#"{"a":"1","b":"2","c":"3"}"#).unwrap();
-        assert!(sorted.sorted);
-        assert_eq!(
-            (sorted.str("a"), sorted.str("c"), sorted.str("d")),
-            (Some("1"), Some("3"), None)
-        );
         assert!(RowProps::parse("[1]").is_none());
         assert!(RowProps::parse("{").is_none());
     }
