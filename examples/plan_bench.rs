@@ -1,50 +1,122 @@
-//! Planner benchmark: a synthetic tenant streamed through the pure planner, the way a
-//! cycle streams users from the state (no network, no SQLite).
+//! Planner benchmark: a synthetic tenant streamed through the pure planner exactly as a
+//! cycle streams it from the state — [`UserRow`]s with the Entra properties as the compact
+//! JSON text the state stores, and for the no-change plan the [`PushedRow`]s the state
+//! holds once HERE acknowledged the initial plan (fingerprints included). No network, no
+//! SQLite.
 //!
 //! `cargo run --release --example plan_bench -- USERS GROUPS` prints the planner's own
-//! time (building the synthetic rows is not counted) and the peak RSS of an initial plan
-//! (empty snapshot) and of a no-change plan (full snapshot).
+//! time (from `Planner::new` to `finish`; building the rows, as the state would hand them
+//! over, is not counted) and the RSS before and at the peak of each plan: an initial plan
+//! (empty snapshot) and a no-change plan (everything acknowledged).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use entra_here_sync::config::GroupMembers;
 use entra_here_sync::demo::{peak_rss_mb, upn, user_props};
-use entra_here_sync::mapping::Mapping;
-use entra_here_sync::plan::{Op, PlanOptions, Planner};
-use entra_here_sync::state::{MirrorData, MirrorGroup, MirrorUser, SnapGroup, SnapUser};
+use entra_here_sync::mapping::{AttrText, Mapping};
+use entra_here_sync::plan::{Op, Plan, PlanOptions, Planner};
+use entra_here_sync::state::{MirrorData, MirrorGroup, PushedRow, SnapGroup, UserRow};
+
+/// Rows built per batch: building is not timed, and a small batch keeps the bench from
+/// holding rows the state would not hold either.
+const BATCH: usize = 1024;
 
 fn user_id(i: usize) -> String {
     format!("{i:08x}-0000-4000-8000-000000000000")
 }
 
-fn mirror_user(i: usize) -> MirrorUser {
+/// User `i`'s properties as the mirror stores them (`Value::Object(..).to_string()`).
+fn props_text(i: usize) -> String {
     let mut props = user_props(i).as_object().cloned().unwrap_or_default();
     props.insert("userPrincipalName".into(), upn(i).into());
-    MirrorUser {
-        props,
-        soft_deleted: false,
+    serde_json::Value::Object(props).to_string()
+}
+
+/// What the state holds for a user HERE acknowledged: userName, attributes, fingerprint.
+type Acked = (String, AttrText, Option<i64>);
+
+/// This thread's time on a CPU so far, in seconds (the machine may be shared: wall time
+/// counts other processes' turns too).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns: f64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    ns / 1e9
+}
+
+/// Time spent in the planner: wall and CPU seconds.
+#[derive(Default)]
+struct Spent {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Spent {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let (t, c) = (Instant::now(), cpu_secs());
+        let out = f();
+        self.wall += t.elapsed().as_secs_f64();
+        self.cpu += cpu_secs() - c;
+        out
     }
 }
 
-/// Feeds `users` synthetic rows through the planner; returns the plan and the seconds spent
-/// inside the planner (building the rows, as the state would hand them over, is not counted).
-fn timed_plan<'a>(
-    mut planner: Planner<'_>,
+/// Streams `users` rows through a new planner; returns the plan and the time spent in
+/// the planner.
+fn timed_plan(
+    new: impl FnOnce() -> Planner<'static>,
     users: usize,
-    pushed: impl Fn(usize) -> Option<&'a SnapUser>,
-) -> (entra_here_sync::plan::Plan, f64) {
-    let mut spent = std::time::Duration::ZERO;
-    for i in 0..users {
-        let (id, row) = (user_id(i), mirror_user(i));
-        let t = Instant::now();
-        planner.user(&id, Some(&row), pushed(i));
-        spent += t.elapsed();
+    pushed: impl Fn(usize) -> Option<PushedRow>,
+) -> (Plan, Spent) {
+    let mut spent = Spent::default();
+    let mut planner = spent.time(new);
+    let mut rows = Vec::with_capacity(BATCH);
+    for start in (0..users).step_by(BATCH) {
+        rows.clear();
+        rows.extend((start..users.min(start + BATCH)).map(|i| UserRow {
+            id: user_id(i),
+            props: Some(props_text(i)),
+            soft_deleted: false,
+            pushed: pushed(i),
+        }));
+        spent.time(|| rows.iter().for_each(|row| planner.user_row(row)));
     }
-    let t = Instant::now();
-    let plan = planner.finish();
-    spent += t.elapsed();
-    (plan, spent.as_secs_f64())
+    let plan = spent.time(|| planner.finish());
+    (plan, spent)
+}
+
+/// The resident set now, in MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// Resets the peak RSS to the current RSS (Linux `clear_refs`), so each plan's peak is
+/// its own.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn report(name: &str, plan: &Plan, spent: &Spent, users: usize, before: f64) {
+    println!(
+        "{name}: {} operations, {} sources in {:.2} s ({:.2} µs/user; CPU {:.2} s); RSS {before:.0} MB before, peak {:.0} MB",
+        plan.ops.len(),
+        plan.sources.len(),
+        spent.wall,
+        spent.wall * 1e6 / users as f64,
+        spent.cpu,
+        peak_rss_mb()
+    );
 }
 
 fn main() {
@@ -73,49 +145,43 @@ fn main() {
     for i in (0..users).step_by(10) {
         dir.assigned_users.insert(user_id(i));
     }
-    let mapping = Mapping::default();
-    let options = PlanOptions {
+    // leaked: the planner borrows them for 'static, as a cycle's planner borrows its inputs
+    let dir: &'static MirrorData = Box::leak(Box::new(dir));
+    let mapping: &'static Mapping = Box::leak(Box::default());
+    let options: &'static PlanOptions = Box::leak(Box::new(PlanOptions {
         group_members: GroupMembers::Direct,
         delete_groups_out_of_scope: true,
-    };
-    let held = BTreeSet::new();
+    }));
+    let held: &'static BTreeSet<String> = Box::leak(Box::default());
+    let no_groups: &'static BTreeMap<String, SnapGroup> = Box::leak(Box::default());
     println!(
-        "synthetic directory: {users} users, {groups} groups; peak RSS {:.0} MB",
-        peak_rss_mb()
+        "synthetic directory: {users} users, {groups} groups; RSS {:.0} MB",
+        rss_mb()
     );
 
-    let no_groups = BTreeMap::new();
-    let (plan, secs) = timed_plan(
-        Planner::new(&dir, &no_groups, &mapping, &held, &options),
+    let before = rss_mb();
+    reset_peak();
+    let (plan, spent) = timed_plan(
+        || Planner::new(dir, no_groups, mapping, held, options),
         users,
         |_| None,
     );
-    println!(
-        "initial plan: {} operations in {secs:.2} s ({:.1} µs/user); peak RSS {:.0} MB",
-        plan.ops.len(),
-        secs * 1e6 / users as f64,
-        peak_rss_mb()
-    );
+    report("initial plan", &plan, &spent, users, before);
 
-    // the snapshot that plan would leave behind, then a plan over an unchanged tenant
+    // What the state holds once HERE acknowledged that plan. The plan is consumed, so its
+    // attributes move here rather than being copied.
+    let mut acked: Vec<Option<Acked>> = vec![None; users];
     let mut pushed_groups = BTreeMap::new();
-    let mut pushed_users: Vec<Option<SnapUser>> = vec![None; users];
     for op in plan.ops {
         match op {
             Op::CreateUser {
                 entra_id,
                 user_name,
                 attrs,
-                ..
+                source,
             } => {
                 let i = usize::from_str_radix(&entra_id[..8], 16).unwrap_or(0);
-                pushed_users[i] = Some(SnapUser {
-                    scim_id: format!("s{i}"),
-                    user_name,
-                    active: true,
-                    attrs: attrs.attrs(),
-                    manager: None,
-                });
+                acked[i] = Some((user_name, attrs, source));
             }
             Op::CreateGroup {
                 entra_id,
@@ -140,15 +206,26 @@ fn main() {
             _ => {}
         }
     }
-    let (plan, secs) = timed_plan(
-        Planner::new(&dir, &pushed_groups, &mapping, &held, &options),
+    let pushed_groups: &'static BTreeMap<String, SnapGroup> = Box::leak(Box::new(pushed_groups));
+    let pushed = |i: usize| {
+        let (user_name, attrs, source) = acked[i].as_ref()?;
+        Some(PushedRow {
+            scim_id: format!("s{i}"),
+            user_name: user_name.clone(),
+            active: true,
+            attrs: attrs.as_str().to_string(),
+            manager: None,
+            source_hash: *source,
+        })
+    };
+    // `acked` stands in for the state file: the no-change plan's own memory is its peak
+    // minus the RSS before it
+    let before = rss_mb();
+    reset_peak();
+    let (plan, spent) = timed_plan(
+        || Planner::new(dir, pushed_groups, mapping, held, options),
         users,
-        |i| pushed_users[i].as_ref(),
+        pushed,
     );
-    println!(
-        "no-change plan: {} operations in {secs:.2} s ({:.1} µs/user); peak RSS {:.0} MB",
-        plan.ops.len(),
-        secs * 1e6 / users as f64,
-        peak_rss_mb()
-    );
+    report("no-change plan", &plan, &spent, users, before);
 }

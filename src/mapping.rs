@@ -7,6 +7,7 @@
 //! for a non-gallery SCIM app (SPEC §4) is the default; operators override or extend it
 //! in `[mapping.user]` / `[mapping.group]`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
@@ -32,6 +33,40 @@ impl AttrText {
         )
     }
 
+    /// Serialises mapped values (sorted by path, as [`Mapping::user_values`] returns them)
+    /// with `active`: the text [`AttrText::from_attrs`] gives for the same attributes,
+    /// without building their map (a large tenant's initial plan creates every user).
+    pub fn from_values(values: &[(&str, Cow<'_, str>)], active: bool) -> AttrText {
+        let size: usize = values.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        let mut out = String::with_capacity(size + 64);
+        let mut active = Some(active);
+        let entry = |out: &mut String, key: &str, value: &str| {
+            out.push(if out.is_empty() { '{' } else { ',' });
+            push_json_str(out, key);
+            out.push(':');
+            out.push_str(value);
+        };
+        for (path, value) in values {
+            if *path == "active" {
+                continue;
+            }
+            if *path > "active" {
+                if let Some(a) = active.take() {
+                    entry(&mut out, "active", if a { "true" } else { "false" });
+                }
+            }
+            out.push(if out.is_empty() { '{' } else { ',' });
+            push_json_str(&mut out, path);
+            out.push(':');
+            push_json_str(&mut out, value);
+        }
+        if let Some(a) = active {
+            entry(&mut out, "active", if a { "true" } else { "false" });
+        }
+        out.push('}');
+        AttrText(out.into())
+    }
+
     /// The attributes back as a map.
     pub fn attrs(&self) -> Attrs {
         serde_json::from_str(&self.0).unwrap_or_default()
@@ -40,6 +75,46 @@ impl AttrText {
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
+fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20) {
+        // control characters (rare): serde_json's own escapes
+        out.push_str(&Value::from(text).to_string());
+        return;
+    }
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'"' || b == b'\\' {
+            // ASCII, so `i` is a character boundary; the character goes out with the next run
+            out.push_str(&text[start..i]);
+            out.push('\\');
+            start = i;
+        }
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// Where a mapping reads an object's Graph properties from: the parsed map, or a user's
+/// stored text parsed no further than the planner needs.
+pub trait Props {
+    /// The top-level property `name`, when it is a string.
+    fn str(&self, name: &str) -> Option<&str>;
+    /// The top-level property `name` as JSON (strings may be left to [`Props::str`]).
+    fn value(&self, name: &str) -> Option<&Value>;
+}
+
+impl Props for Map<String, Value> {
+    fn str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str)
+    }
+
+    fn value(&self, name: &str) -> Option<&Value> {
+        self.get(name)
     }
 }
 
@@ -279,6 +354,16 @@ impl Mapping {
         map_all(&self.user, id, props)
     }
 
+    /// The values [`Mapping::map_user`] maps, sorted by path and borrowed where they can
+    /// be: the planner turns them into a map only to diff an update.
+    pub fn user_values<'s>(
+        &'s self,
+        id: &'s str,
+        props: &'s impl Props,
+    ) -> Vec<(&'s str, Cow<'s, str>)> {
+        values(&self.user, id, props)
+    }
+
     /// SCIM attributes of a group (without members).
     pub fn map_group(&self, id: &str, props: &Map<String, Value>) -> Attrs {
         map_all(&self.group, id, props)
@@ -291,36 +376,55 @@ impl Mapping {
 }
 
 fn map_all(list: &[AttrMapping], id: &str, props: &Map<String, Value>) -> Attrs {
-    list.iter()
-        .filter_map(|a| {
-            a.source
-                .eval(id, props)
-                .map(|v| (a.scim_path.clone(), Value::String(v)))
-        })
+    values(list, id, props)
+        .into_iter()
+        .map(|(path, v)| (path.to_string(), Value::String(v.into_owned())))
         .collect()
+}
+
+/// Mapped values sorted by path (a path mapped twice keeps its last value, as a map would).
+fn values<'s>(
+    list: &'s [AttrMapping],
+    id: &'s str,
+    props: &'s impl Props,
+) -> Vec<(&'s str, Cow<'s, str>)> {
+    let mut out: Vec<(&str, Cow<str>)> = Vec::with_capacity(list.len());
+    out.extend(
+        list.iter()
+            .filter_map(|a| Some((a.scim_path.as_str(), a.source.eval(id, props)?))),
+    );
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    out
 }
 
 impl Source {
     /// The value, or `None` when the source is empty (the attribute is then omitted).
-    pub fn eval(&self, id: &str, props: &Map<String, Value>) -> Option<String> {
+    pub fn eval<'s>(&'s self, id: &'s str, props: &'s impl Props) -> Option<Cow<'s, str>> {
         let out = match self {
             Source::Property(name) => property_text(props, name),
-            Source::ObjectId => Some(id.to_string()),
-            Source::Constant(c) => Some(c.clone()),
+            Source::ObjectId => Some(Cow::Borrowed(id)),
+            Source::Constant(c) => Some(Cow::Borrowed(c.as_str())),
             Source::Join { separator, parts } => {
-                let texts: Vec<String> = parts.iter().filter_map(|p| p.eval(id, props)).collect();
-                (!texts.is_empty()).then(|| texts.join(separator))
+                let texts: Vec<Cow<str>> = parts.iter().filter_map(|p| p.eval(id, props)).collect();
+                (!texts.is_empty()).then(|| Cow::Owned(texts.join(separator.as_str())))
             }
             Source::FirstOf(list) => list.iter().find_map(|s| s.eval(id, props)),
-            Source::Lower(s) => s.eval(id, props).map(|v| v.to_lowercase()),
-            Source::Upper(s) => s.eval(id, props).map(|v| v.to_uppercase()),
+            Source::Lower(s) => s.eval(id, props).map(|v| Cow::Owned(v.to_lowercase())),
+            Source::Upper(s) => s.eval(id, props).map(|v| Cow::Owned(v.to_uppercase())),
             Source::Affix {
                 prefix,
                 suffix,
                 inner,
             } => inner
                 .eval(id, props)
-                .map(|v| format!("{prefix}{v}{suffix}")),
+                .map(|v| Cow::Owned(format!("{prefix}{v}{suffix}"))),
         };
         out.filter(|v| !v.trim().is_empty())
     }
@@ -343,9 +447,14 @@ impl Source {
 
 /// A property as text: strings as they are, numbers and booleans printed, arrays by their
 /// first element, nested objects by a dotted path (`onPremisesExtensionAttributes.extensionAttribute1`).
-fn property_text(props: &Map<String, Value>, name: &str) -> Option<String> {
+fn property_text<'p>(props: &'p impl Props, name: &str) -> Option<Cow<'p, str>> {
+    if !name.bytes().any(|b| b == b'.') {
+        if let Some(s) = props.str(name) {
+            return Some(Cow::Borrowed(s));
+        }
+    }
     let mut parts = name.split('.');
-    let mut value = props.get(parts.next()?)?;
+    let mut value = props.value(parts.next()?)?;
     for part in parts {
         value = value.get(part)?;
     }
@@ -353,9 +462,9 @@ fn property_text(props: &Map<String, Value>, name: &str) -> Option<String> {
         value = items.first()?;
     }
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
         _ => None,
     }
 }

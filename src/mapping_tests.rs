@@ -542,3 +542,29 @@ fn bad_overrides_name_the_attribute() {
     )
     .is_ok());
 }
+
+#[test]
+fn attribute_text_from_values_is_the_text_of_the_map() {
+    let values: Vec<(&str, std::borrow::Cow<str>)> = vec![
+        ("Zeta", "z".into()),
+        ("accountName", "a\"b\\c\n\u{1}\u{7f}é/".into()),
+        ("active", "ignored".into()),
+        ("emails[type eq \"work\"].value", "e".into()),
+        ("userName", "u@x".into()),
+    ];
+    for active in [true, false] {
+        let mut attrs: Attrs = values
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        attrs.insert("active".into(), Value::Bool(active));
+        assert_eq!(
+            AttrText::from_values(&values, active),
+            AttrText::from_attrs(&attrs)
+        );
+    }
+    assert_eq!(
+        AttrText::from_values(&[], true).as_str(),
+        r#"{"active":true}"#
+    );
+}

@@ -1,10 +1,11 @@
 //! Group planning: assigned groups, their memberships, and groups that left scope.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{diff, group_users, managed, Op, Planner};
+use super::{diff, managed, scope, Op, Planner};
 use crate::state::SkippedRow;
 
 /// Plans assigned groups, their members and the deletion of groups that left scope.
@@ -34,22 +35,24 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
             continue;
         };
         wanted.insert(gid.as_str());
-        let pushed_members = p.snapshot_groups.get(gid).map(|g| &g.members);
-        let members: BTreeSet<String> = group_users(mirror, gid, options.group_members)
-            .into_iter()
-            .filter(|u| {
-                p.active.contains(u)
-                    || (p.protected.contains(u) && pushed_members.is_some_and(|m| m.contains(u)))
-            })
-            .collect();
-        let pushed_members = match p.snapshot_groups.get(gid) {
+        let have = p.snapshot_groups.get(gid);
+        let pushed_members = have.map(|g| &g.members);
+        let mut members: BTreeSet<&str> = BTreeSet::new();
+        scope::for_each_group_user(mirror, gid, group, options.group_members, |u| {
+            let d = p.decided(u);
+            if d.active || (d.protected && pushed_members.is_some_and(|m| m.contains(u))) {
+                members.insert(u);
+            }
+        });
+        let none = BTreeSet::new();
+        let pushed_members = match have {
             None => {
                 p.out.ops.push(Op::CreateGroup {
                     entra_id: gid.clone(),
                     display_name: name.clone(),
                     attrs,
                 });
-                BTreeSet::new()
+                &none
             }
             Some(have) => {
                 let paths = mapping.group.iter().map(|a| a.scim_path.as_str());
@@ -63,11 +66,10 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
                         attrs,
                     });
                 }
-                have.members.clone()
+                &have.members
             }
         };
-        let adds: Vec<String> = members.difference(&pushed_members).cloned().collect();
-        let removes: Vec<String> = pushed_members.difference(&members).cloned().collect();
+        let (adds, removes) = member_changes(&members, pushed_members);
         if !adds.is_empty() {
             p.out.ops.push(Op::AddMembers {
                 group: gid.clone(),
@@ -98,4 +100,27 @@ pub(super) fn plan_groups(p: &mut Planner<'_>) {
             });
         }
     }
+}
+
+/// Members to add and to remove, in order: both sets sort alike, so one walk compares them.
+fn member_changes(want: &BTreeSet<&str>, have: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    let (mut w, mut h) = (want.iter().peekable(), have.iter().peekable());
+    loop {
+        let order = match (w.peek(), h.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => (**a).cmp(b.as_str()),
+        };
+        match order {
+            Ordering::Less => adds.extend(w.next().map(|a| a.to_string())),
+            Ordering::Greater => removes.extend(h.next().cloned()),
+            Ordering::Equal => {
+                w.next();
+                h.next();
+            }
+        }
+    }
+    (adds, removes)
 }

@@ -5,17 +5,22 @@
 
 pub mod filter;
 mod groups;
+mod props;
 mod scope;
+mod user;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::config::GroupMembers;
-use crate::mapping::{AttrText, Attrs, Mapping};
+use crate::mapping::{AttrText, Attrs, Mapping, Props};
 use crate::state::{
     MirrorData, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser, Snapshot, UserRow,
 };
+use user::{deactivate, desired, user_op};
 
 /// One attribute difference.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,12 +232,13 @@ impl Plan {
     }
 }
 
-/// What the planner wants for one in-scope user.
-struct DesiredUser {
-    user_name: String,
-    attrs: Attrs,
+/// What the plan decided about a candidate, for memberships and manager references.
+#[derive(Debug, Clone, Copy, Default)]
+struct Decided {
+    /// Ends this plan active in HERE (group members and managers come from these).
     active: bool,
-    manager: Option<String>,
+    /// Pushed and active, but skipped for bad source data: left as it is, memberships too.
+    protected: bool,
 }
 
 /// A manager reference to decide once every user has been seen.
@@ -252,12 +258,11 @@ pub struct Planner<'a> {
     mapping: &'a Mapping,
     held: &'a BTreeSet<String>,
     options: &'a PlanOptions,
-    /// Users assigned directly or through an assigned group (existence checked per user).
-    candidates: HashSet<String>,
-    /// Users that end this plan active in HERE (group members and managers come from these).
-    active: HashSet<String>,
-    /// Pushed, active users skipped for bad source data: left as they are, memberships too.
-    protected: HashSet<String>,
+    /// Users assigned directly or through an assigned group (existence checked per user),
+    /// ids borrowed from the mirror, with what this plan decided about them.
+    candidates: FxHashMap<&'a str, Decided>,
+    /// Users declared active without being planned ([`Planner::assume_active`]).
+    assumed: FxHashSet<String>,
     managers: Vec<ManagerRef>,
     /// The attribute scoping filter (empty: every candidate is in scope).
     filter: filter::ScopeFilter,
@@ -278,16 +283,13 @@ impl<'a> Planner<'a> {
         options: &'a PlanOptions,
     ) -> Planner<'a> {
         Planner {
-            candidates: scope_candidates(mirror, options.group_members)
-                .into_iter()
-                .collect(),
+            candidates: candidates(mirror, options.group_members),
             mirror,
             snapshot_groups,
             mapping,
             held,
             options,
-            active: HashSet::new(),
-            protected: HashSet::new(),
+            assumed: FxHashSet::default(),
             managers: Vec::new(),
             filter: filter::ScopeFilter::default(),
             fingerprint: fingerprint(&format!("{mapping:?}")),
@@ -307,22 +309,46 @@ impl<'a> Planner<'a> {
     /// Declares a user active in HERE without planning it: a partial plan (provisioning on
     /// demand plans one user) keeps manager references to users it does not plan.
     pub fn assume_active(&mut self, id: &str) {
-        self.active.insert(id.to_string());
+        match self.candidates.get_mut(id) {
+            Some(d) => d.active = true,
+            None => {
+                self.assumed.insert(id.to_string());
+            }
+        }
+    }
+
+    /// What this plan decided about a user (nothing, for a user it does not plan).
+    fn decided(&self, id: &str) -> Decided {
+        let mut d = self.candidates.get(id).copied().unwrap_or_default();
+        d.active |= !self.assumed.is_empty() && self.assumed.contains(id);
+        d
+    }
+
+    /// Records a decision about a candidate (only candidates are planned into HERE).
+    fn decide(&mut self, id: &str, f: impl FnOnce(&mut Decided)) {
+        if let Some(d) = self.candidates.get_mut(id) {
+            f(d);
+        }
     }
 
     /// Why a user is out of scope, or `None` when in scope. Reasons are written only for
     /// users HERE has active (the others need none), so most users cost no allocation.
-    fn out_of_scope(&self, id: &str, mirror: Option<&MirrorUser>) -> Option<OutOfScope> {
-        let Some(user) = mirror else {
+    fn out_of_scope<P: UserProps>(
+        &self,
+        id: &str,
+        mirror: Option<(&P, bool)>,
+    ) -> Option<OutOfScope> {
+        let Some((props, soft_deleted)) = mirror else {
             return Some(OutOfScope::Deleted);
         };
-        if user.soft_deleted {
+        if soft_deleted {
             return Some(OutOfScope::SoftDeleted);
         }
-        if !self.candidates.contains(id) {
+        if !self.candidates.contains_key(id) {
             return Some(OutOfScope::NotAssigned);
         }
-        (!self.filter.matches(&user.props)).then_some(OutOfScope::Filtered)
+        let filtered = !self.filter.is_empty() && !self.filter.matches(&props.map());
+        filtered.then_some(OutOfScope::Filtered)
     }
 
     fn hold(&mut self, id: &str) -> bool {
@@ -343,10 +369,13 @@ impl<'a> Planner<'a> {
             let unchanged = !row.soft_deleted
                 && have.active
                 && have.source_hash == source
-                && self.candidates.contains(&row.id)
                 && !self.held.contains(&row.id);
-            if unchanged {
-                self.active.insert(row.id.clone());
+            let candidate = match unchanged {
+                true => self.candidates.get_mut(row.id.as_str()),
+                false => None,
+            };
+            if let Some(decided) = candidate {
+                decided.active = true;
                 let wanted = manager_in(text);
                 if self.mapping.manager && (wanted.is_some() || have.manager.is_some()) {
                     self.managers.push(ManagerRef {
@@ -362,14 +391,19 @@ impl<'a> Planner<'a> {
         let pushed = row.pushed.as_ref().map(PushedRow::snap_user);
         let before = self.out.ops.len();
         self.source = source;
-        self.user(&row.id, row.mirror().as_ref(), pushed.as_ref());
+        match row.props.as_deref().map(props::RowProps::parse) {
+            Some(Some(props)) => {
+                self.plan_user(&row.id, Some((&props, row.soft_deleted)), pushed.as_ref())
+            }
+            _ => self.user(&row.id, row.mirror().as_ref(), pushed.as_ref()),
+        }
         self.source = None;
         let remember = match (source, &row.pushed) {
             (Some(hash), Some(have)) => have.source_hash != Some(hash) && have.active,
             _ => false,
         };
         let settled = self.out.ops.len() == before
-            && self.active.contains(&row.id)
+            && self.decided(&row.id).active
             && !self.held.contains(&row.id);
         if let (true, true, Some(hash)) = (remember, settled, source) {
             self.out.sources.push((row.id.clone(), hash));
@@ -378,18 +412,29 @@ impl<'a> Planner<'a> {
 
     /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
     pub fn user(&mut self, id: &str, mirror: Option<&MirrorUser>, pushed: Option<&SnapUser>) {
+        self.plan_user(id, mirror.map(|u| (&u.props, u.soft_deleted)), pushed);
+    }
+
+    /// [`Planner::user`] over either kind of properties, with the soft-delete flag.
+    fn plan_user<P: UserProps>(
+        &mut self,
+        id: &str,
+        mirror: Option<(&P, bool)>,
+        pushed: Option<&SnapUser>,
+    ) {
         let why = self.out_of_scope(id, mirror);
-        let (Some(user), None) = (mirror, why) else {
+        let (Some((user, _)), None) = (mirror, why) else {
             if let Some(have) = pushed.filter(|h| h.active) {
                 if !self.hold(id) {
-                    let reason = why.map(|w| w.text(&self.filter, mirror));
+                    let props = mirror.map(|(p, _)| p.map());
+                    let reason = why.map(|w| w.text(&self.filter, props.as_deref()));
                     let op = deactivate(id, have, reason.unwrap_or_default());
                     self.out.ops.push(op);
                 }
             }
             return;
         };
-        let want = match self.desired(id, user) {
+        let want = match desired(self.mapping, id, user) {
             Ok(want) => want,
             Err(reason) => {
                 self.out.skipped.push(SkippedRow {
@@ -398,13 +443,13 @@ impl<'a> Planner<'a> {
                     reason,
                 });
                 if pushed.is_some_and(|h| h.active) {
-                    self.protected.insert(id.to_string());
+                    self.decide(id, |d| d.protected = true);
                 }
                 return;
             }
         };
         if want.active {
-            self.active.insert(id.to_string());
+            self.decide(id, |d| d.active = true);
         }
         if self.hold(id) {
             return;
@@ -419,43 +464,16 @@ impl<'a> Planner<'a> {
                 pushed: pushed_manager.cloned(),
             });
         }
-        if let Some(op) = plan_user(id, want, pushed, self.mapping, self.source) {
+        if let Some(op) = user_op(id, want, pushed, self.mapping, self.source) {
             self.out.ops.push(op);
         }
-    }
-
-    fn desired(&self, id: &str, user: &MirrorUser) -> Result<DesiredUser, String> {
-        let mut attrs = self.mapping.map_user(id, &user.props);
-        if let Some(reason) = bad_user_record(&user.props, &attrs) {
-            return Err(reason);
-        }
-        let user_name = attrs
-            .get("userName")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| "the source of userName is empty".to_string())?;
-        let active = user.props.get("accountEnabled").and_then(Value::as_bool) != Some(false);
-        attrs.insert("active".into(), Value::Bool(active));
-        Ok(DesiredUser {
-            user_name,
-            attrs,
-            active,
-            manager: user
-                .props
-                .get("manager")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        })
     }
 
     /// Completes the plan: manager references, groups and memberships, the order.
     pub fn finish(mut self) -> Plan {
         for m in std::mem::take(&mut self.managers) {
-            let wanted = m.wanted.filter(|w| self.active.contains(w));
-            let kept = m
-                .pushed
-                .as_ref()
-                .is_some_and(|p| self.protected.contains(p));
+            let wanted = m.wanted.filter(|w| self.decided(w).active);
+            let kept = m.pushed.as_ref().is_some_and(|p| self.decided(p).protected);
             if wanted != m.pushed && !kept {
                 self.out.ops.push(Op::SetManager {
                     entra_id: m.entra_id,
@@ -476,6 +494,28 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Users assigned directly or through an assigned group, borrowed from the mirror (see
+/// [`scope_candidates`]), nothing decided yet.
+fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Decided> {
+    let mut out = FxHashMap::default();
+    let groups = mirror
+        .assigned_groups
+        .iter()
+        .filter_map(|g| mirror.groups.get(g));
+    out.reserve(mirror.assigned_users.len() + groups.map(|g| g.user_members.len()).sum::<usize>());
+    for id in &mirror.assigned_users {
+        out.insert(id.as_str(), Decided::default());
+    }
+    for gid in &mirror.assigned_groups {
+        if let Some(group) = mirror.groups.get(gid) {
+            scope::for_each_group_user(mirror, gid, group, members, |id| {
+                out.insert(id, Decided::default());
+            });
+        }
+    }
+    out
+}
+
 /// FNV-1a: a stable 64-bit fingerprint (it is stored, so it must not change between runs).
 fn fingerprint(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -491,7 +531,12 @@ fn source_hash(props: &str, context: u64) -> i64 {
 /// The manager id in stored properties, without parsing them: they are compact JSON that
 /// serde_json wrote, where `"manager":"` can only be the key (quotes in values are escaped).
 fn manager_in(props: &str) -> Option<String> {
-    let start = props.find("\"manager\":\"")? + "\"manager\":\"".len();
+    const KEY: &str = "\"manager\":\"";
+    // `contains` rejects most users faster than `find` (a vectorised search)
+    if !props.contains(KEY) {
+        return None;
+    }
+    let start = props.find(KEY)? + KEY.len();
     let len = props[start..].find('"')?;
     Some(props[start..start + len].to_string())
 }
@@ -513,6 +558,24 @@ pub fn plan(
     planner.finish()
 }
 
+/// A user's properties as the planner reads them: through the mapping, or whole for the
+/// scoping filter (rare: only with a filter, and for out-of-scope reasons).
+trait UserProps: Props {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>>;
+}
+
+impl UserProps for serde_json::Map<String, Value> {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl UserProps for props::RowProps<'_> {
+    fn map(&self) -> Cow<'_, serde_json::Map<String, Value>> {
+        Cow::Owned(self.to_map())
+    }
+}
+
 /// Why a user left scope (see [`Planner::out_of_scope`]).
 #[derive(Debug, Clone, Copy)]
 enum OutOfScope {
@@ -523,87 +586,22 @@ enum OutOfScope {
 }
 
 impl OutOfScope {
-    fn text(self, filter: &filter::ScopeFilter, user: Option<&MirrorUser>) -> String {
+    fn text(
+        self,
+        filter: &filter::ScopeFilter,
+        props: Option<&serde_json::Map<String, Value>>,
+    ) -> String {
         match self {
             OutOfScope::Deleted => "deleted in Entra".into(),
             OutOfScope::SoftDeleted => "deleted in Entra (soft delete, restorable)".into(),
             OutOfScope::NotAssigned => {
                 "no longer assigned to the app (directly or through an assigned group)".into()
             }
-            OutOfScope::Filtered => user
-                .and_then(|u| filter.check(&u.props).err())
+            OutOfScope::Filtered => props
+                .and_then(|p| filter.check(p).err())
                 .unwrap_or_else(|| "filtered out by the scope filter".into()),
         }
     }
-}
-
-fn deactivate(id: &str, have: &SnapUser, reason: String) -> Op {
-    let mut attrs = have.attrs.clone();
-    attrs.insert("active".into(), Value::Bool(false));
-    Op::DeactivateUser {
-        entra_id: id.to_string(),
-        scim_id: have.scim_id.clone(),
-        user_name: have.user_name.clone(),
-        attrs: AttrText::from_attrs(&attrs),
-        reason,
-    }
-}
-
-fn plan_user(
-    id: &str,
-    want: DesiredUser,
-    pushed: Option<&SnapUser>,
-    mapping: &Mapping,
-    source: Option<i64>,
-) -> Option<Op> {
-    let Some(have) = pushed else {
-        return want.active.then(|| Op::CreateUser {
-            entra_id: id.to_string(),
-            user_name: want.user_name,
-            attrs: AttrText::from_attrs(&want.attrs),
-            source,
-        });
-    };
-    match (have.active, want.active) {
-        (true, false) => Some(deactivate(
-            id,
-            have,
-            "disabled in Entra (accountEnabled = false)".into(),
-        )),
-        (false, false) => None,
-        (was_active, true) => {
-            let paths = mapping.user_paths().chain(["active"]);
-            let changes = diff(&want.attrs, &managed(&have.attrs, paths));
-            (!changes.is_empty()).then(|| Op::UpdateUser {
-                entra_id: id.to_string(),
-                scim_id: have.scim_id.clone(),
-                user_name: want.user_name,
-                changes,
-                attrs: AttrText::from_attrs(&want.attrs),
-                reactivate: !was_active,
-                source,
-            })
-        }
-    }
-}
-
-/// Why a user's source record cannot be provisioned, if it can't.
-fn bad_user_record(props: &serde_json::Map<String, Value>, attrs: &Attrs) -> Option<String> {
-    let upn = props
-        .get("userPrincipalName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if upn.trim().is_empty() {
-        return Some("no userPrincipalName".into());
-    }
-    if upn.chars().any(char::is_control) || upn.len() > 1024 {
-        return Some("userPrincipalName has control characters or is over 1024 bytes".into());
-    }
-    attrs.iter().find_map(|(path, v)| {
-        let text = v.as_str()?;
-        (text.len() > 4096 || text.chars().any(|c| c.is_control() && c != '\n'))
-            .then(|| format!("{path} is over 4096 bytes or has control characters"))
-    })
 }
 
 /// Attribute differences. `diff` compares every path; the planner compares only the paths

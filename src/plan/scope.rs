@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::GroupMembers;
-use crate::state::MirrorData;
+use crate::state::{MirrorData, MirrorGroup};
 
 /// Which users are in scope: directly assigned, plus members of assigned groups (direct
 /// members, or through nesting when `transitive`), that exist and are not soft-deleted.
@@ -26,20 +26,36 @@ pub fn scope_candidates(mirror: &MirrorData, members: GroupMembers) -> BTreeSet<
 /// A group's member users, direct or through nested groups (cycle-safe).
 pub fn group_users(mirror: &MirrorData, gid: &str, members: GroupMembers) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut seen = BTreeSet::from([gid.to_string()]);
-    let mut todo = vec![gid.to_string()];
-    while let Some(g) = todo.pop() {
-        let Some(group) = mirror.groups.get(&g) else {
-            continue;
-        };
-        out.extend(group.user_members.iter().cloned());
-        if members == GroupMembers::Transitive {
-            for nested in &group.group_members {
-                if seen.insert(nested.clone()) {
-                    todo.push(nested.clone());
-                }
+    if let Some(group) = mirror.groups.get(gid) {
+        for_each_group_user(mirror, gid, group, members, |u| {
+            out.insert(u.to_string());
+        });
+    }
+    out
+}
+
+/// Calls `f` with each member user of group `gid` (`group`), borrowed from the mirror (a
+/// user reached through two nested groups comes twice): the planner walks a large
+/// tenant's groups without copying ids.
+pub(super) fn for_each_group_user<'m>(
+    mirror: &'m MirrorData,
+    gid: &str,
+    group: &'m MirrorGroup,
+    members: GroupMembers,
+    mut f: impl FnMut(&'m str),
+) {
+    if members == GroupMembers::Direct {
+        group.user_members.iter().for_each(|u| f(u));
+        return;
+    }
+    let mut seen = BTreeSet::from([gid]);
+    let mut todo = vec![group];
+    while let Some(group) = todo.pop() {
+        group.user_members.iter().for_each(|u| f(u));
+        for nested in &group.group_members {
+            if seen.insert(nested.as_str()) {
+                todo.extend(mirror.groups.get(nested));
             }
         }
     }
-    out
 }
