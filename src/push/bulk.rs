@@ -36,7 +36,7 @@ pub(super) async fn push_phase(
     ops: Vec<Op>,
 ) -> Result<(), PushError> {
     let exec = rec.ctx.exec.clone();
-    let units = clustered(ops.into_iter().map(|op| resolve(op, &rec.ids)).collect());
+    let units = clustered(ops, &rec.ids);
     let deferred = Arc::new(Mutex::new(Vec::new()));
     let calls_of = {
         let exec = exec.clone();
@@ -59,7 +59,7 @@ pub(super) async fn push_phase(
 /// Bulk requests in flight at most (fewer than `max_concurrency` when that is larger):
 /// each already carries up to `maxOperations` operations, so a few keep HERE busy, and
 /// the memory of the calls in flight stays bounded.
-const BULK_IN_FLIGHT: usize = 4;
+const BULK_IN_FLIGHT: usize = 2;
 
 /// The batches sent, a few at a time, on the push's driver.
 fn sent<I>(exec: &Exec, batches: I) -> Driver
@@ -77,8 +77,12 @@ where
 
 /// Units in push order, each new group's membership right after the group's creation so
 /// both land in the same bulk request; membership units of groups that don't exist yet
-/// refer to the group by its bulkId.
-fn clustered(mut units: Vec<Unit>) -> Vec<Unit> {
+/// refer to the group by its bulkId. Phases without new groups keep their order.
+fn clustered(ops: Vec<Op>, ids: &Ids) -> Box<dyn Iterator<Item = Unit> + Send> {
+    if !ops.iter().any(|op| matches!(op, Op::CreateGroup { .. })) {
+        return super::units(ops, ids);
+    }
+    let mut units: Vec<Unit> = ops.into_iter().map(|op| resolve(op, ids)).collect();
     let created: HashMap<String, usize> = units
         .iter()
         .enumerate()
@@ -100,7 +104,8 @@ fn clustered(mut units: Vec<Unit>) -> Vec<Unit> {
     }
     let mut keyed: Vec<_> = keys.into_iter().zip(units).collect();
     keyed.sort_by_key(|(k, _)| *k); // stable: chunks keep their order
-    keyed.into_iter().map(|(_, u)| u).collect()
+    let ordered: Vec<Unit> = keyed.into_iter().map(|(_, u)| u).collect();
+    Box::new(ordered.into_iter())
 }
 
 /// Calls that waited for a group created in an earlier wave get its SCIM id; those whose

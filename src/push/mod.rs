@@ -16,7 +16,7 @@ mod execute;
 
 use serde_json::Value;
 
-use execute::{execute, resolve};
+use execute::{execute, resolve, Unit};
 
 use crate::plan::{Op, Stage};
 use crate::report::Summary;
@@ -256,8 +256,7 @@ pub async fn push(
             Some(limits) => bulk::push_phase(&mut rec, limits, phase).await?,
             None => {
                 let exec = ctx.exec.clone();
-                let units: Vec<_> = phase.into_iter().map(|op| resolve(op, &rec.ids)).collect();
-                let work = units.into_iter().map(move |unit| {
+                let work = units(phase, &rec.ids).map(move |unit| {
                     let exec = exec.clone();
                     async move { execute(&exec, unit).await }
                 });
@@ -273,6 +272,24 @@ pub async fn push(
         }
     }
     Ok(())
+}
+
+/// A phase's operations with the SCIM ids they refer to. Only managers and memberships
+/// refer to other objects; the other phases (most of a large plan) are resolved as their
+/// requests go out, so the plan's operations are never held twice.
+fn units(phase: Vec<Op>, ids: &Ids) -> Box<dyn Iterator<Item = Unit> + Send> {
+    let refers = |op: &Op| {
+        matches!(
+            op,
+            Op::SetManager { .. } | Op::AddMembers { .. } | Op::RemoveMembers { .. }
+        )
+    };
+    if phase.iter().any(refers) {
+        let resolved: Vec<Unit> = phase.into_iter().map(|op| resolve(op, ids)).collect();
+        Box::new(resolved.into_iter())
+    } else {
+        Box::new(phase.into_iter().map(|op| resolve(op, &Ids::default())))
+    }
 }
 
 /// The plan cut at its stages, which run one after the other. In bulk mode new groups and
