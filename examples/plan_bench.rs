@@ -91,14 +91,7 @@ fn timed_plan(
 
 /// The resident set now, in MB.
 fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+    entra_here_sync::demo::memory_mb("VmRSS:")
 }
 
 /// Resets the peak RSS to the current RSS (Linux `clear_refs`), so each plan's peak is

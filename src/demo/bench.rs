@@ -340,10 +340,15 @@ fn print_measured(m: &Measured, changes: &[String]) {
 
 /// The process's peak resident set size so far (Linux `VmHWM`), in MB.
 pub fn peak_rss_mb() -> f64 {
+    memory_mb("VmHWM:")
+}
+
+/// One memory figure of `/proc/self/status` (e.g. `VmRSS:`), in MB; 0 where there is none.
+pub fn memory_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);

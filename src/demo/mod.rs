@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::cli::DemoArgs;
 mod bench;
 
-pub use bench::peak_rss_mb;
+pub use bench::{memory_mb, peak_rss_mb};
 
 use crate::cycle::exit;
 use crate::sim::{GraphSim, Simulator};
