@@ -111,20 +111,13 @@ fn clustered(ops: Vec<Op>, ids: &Ids) -> Box<dyn Iterator<Item = Unit> + Send> {
 /// Calls that waited for a group created in an earlier wave get its SCIM id; those whose
 /// group was not created are dropped (planned again next cycle, as in single mode).
 fn retarget(calls: Vec<Call>, ids: &Ids) -> Vec<Call> {
+    let group = |need: &str| {
+        let entra_id = need.strip_prefix("group-")?;
+        ids.groups.get(entra_id).cloned()
+    };
     calls
         .into_iter()
-        .filter_map(|mut call| {
-            let Some(need) = call.needs().map(str::to_string) else {
-                return Some(call);
-            };
-            let id = need
-                .strip_prefix("group-")
-                .and_then(|g| ids.groups.get(g))?;
-            if let Some(r) = call.request.as_mut() {
-                r.id = Some(id.clone());
-            }
-            Some(call)
-        })
+        .filter_map(|c| regroup(c, group))
         .collect()
 }
 
@@ -268,7 +261,7 @@ fn send_batch<'a>(ctx: &'a Exec, entries: Vec<Entry>) -> BoxFuture<'a, Vec<Done>
                 let mut counter = 0;
                 let rest: Vec<Entry> = second
                     .into_iter()
-                    .filter_map(|e| regroup(e.into_call(), &groups))
+                    .filter_map(|e| regroup(e.into_call(), |n| groups.get(n).map(|g| g.1.clone())))
                     .map(|c| entry(c, &mut counter))
                     .collect();
                 out.extend(send_batch(ctx, rest).await);
@@ -304,12 +297,13 @@ fn settled_groups(done: &[Done]) -> HashMap<String, (u16, String)> {
         .collect()
 }
 
-/// Points a call that needs a group at the group's SCIM id; `None` when it was not created.
-fn regroup(mut call: Call, groups: &HashMap<String, (u16, String)>) -> Option<Call> {
+/// Points a call that needs a group at the group's SCIM id (`group` looks it up by bulkId);
+/// `None` when it was not created.
+fn regroup(mut call: Call, group: impl Fn(&str) -> Option<String>) -> Option<Call> {
     let Some(need) = call.needs() else {
         return Some(call);
     };
-    let id = groups.get(need)?.1.clone();
+    let id = group(need)?;
     if let Some(r) = call.request.as_mut() {
         r.id = Some(id);
     }
@@ -346,7 +340,10 @@ async fn settle_all(ctx: &Exec, entries: Vec<Entry>, response: &Value) -> Vec<Do
     let groups = settled_groups(&out);
     for (call, answer) in orphans {
         let status = call.needs().and_then(|n| groups.get(n)).map(|g| g.0);
-        match (status, regroup(call, &groups)) {
+        match (
+            status,
+            regroup(call, |n| groups.get(n).map(|g| g.1.clone())),
+        ) {
             // the group was created here: the failure is the membership call's own
             (Some(201), Some(call)) => out.push(settle(ctx, call, answer).await),
             // the group was adopted: send the membership again with its id
