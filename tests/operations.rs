@@ -174,6 +174,10 @@ async fn check_passes_against_the_simulator_and_writes_nothing() {
     }
     assert!(!stdout.contains('✗'), "{stdout}");
     assert!(
+        stdout.contains("no /Bulk advertised: one request per operation"),
+        "{stdout}"
+    );
+    assert!(
         state_files(h.dir.path()).is_empty(),
         "check created state files"
     );

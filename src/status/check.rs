@@ -5,7 +5,7 @@
 use crate::config::{Config, GraphConfig, GraphCredential, SecretSource};
 use crate::cycle::exit;
 use crate::graph::{GraphClient, GraphError};
-use crate::scim::{ScimClient, ScimError};
+use crate::scim::{BulkLimits, ScimClient, ScimError};
 
 /// The Graph application permissions a cycle needs (SPEC §1.2).
 const PERMISSIONS: &str = "Application.Read.All, User.Read.All and GroupMember.Read.All";
@@ -42,12 +42,13 @@ pub async fn check(cfg: &Config) -> i32 {
     match ScimClient::new(&cfg.here) {
         Err(e) => r.line(false, "HERE token", e.to_string()),
         Ok(scim) => match scim.probe().await {
-            Ok(_) => r.line(
+            Ok(config) => r.line(
                 true,
                 "HERE SCIM",
                 format!(
-                    "{} accepted the token (GET /ServiceProviderConfig)",
-                    cfg.here.base_url
+                    "{} accepted the token (GET /ServiceProviderConfig); {}",
+                    cfg.here.base_url,
+                    bulk_use(&config, cfg.here.bulk)
                 ),
             ),
             Err(e) => r.line(false, "HERE SCIM", scim_reason(&e, cfg)),
@@ -58,6 +59,18 @@ pub async fn check(cfg: &Config) -> i32 {
         exit::OK
     } else {
         exit::RUNTIME
+    }
+}
+
+/// How pushes will travel, from what HERE advertises and `here.bulk`.
+fn bulk_use(config: &serde_json::Value, enabled: bool) -> String {
+    match (BulkLimits::from_service_provider_config(config), enabled) {
+        (Some(b), true) => format!(
+            "/Bulk used: up to {} operations and {} bytes per request",
+            b.max_operations, b.max_payload_size
+        ),
+        (Some(_), false) => "/Bulk advertised but switched off (here.bulk = false)".into(),
+        (None, _) => "no /Bulk advertised: one request per operation".into(),
     }
 }
 
@@ -291,6 +304,18 @@ fn state_check(cfg: &Config, r: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_says_how_pushes_will_travel() {
+        let advertised = serde_json::json!({"bulk": {"supported": true,
+            "maxOperations": 1000, "maxPayloadSize": 1048576}});
+        assert_eq!(
+            bulk_use(&advertised, true),
+            "/Bulk used: up to 1000 operations and 1048576 bytes per request"
+        );
+        assert!(bulk_use(&advertised, false).contains("here.bulk = false"));
+        assert!(bulk_use(&serde_json::json!({}), true).starts_with("no /Bulk"));
+    }
 
     fn graph_cfg() -> GraphConfig {
         GraphConfig {
