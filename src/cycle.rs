@@ -184,6 +184,10 @@ async fn cycle(
     let directory = state.load_directory()?;
     let snapshot_groups = state.load_snapshot_groups()?;
     let held = state.held_in_escrow()?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "groups, assignments and escrow loaded"
+    );
     let options = PlanOptions {
         group_members: cfg.sync.group_members,
         delete_groups_out_of_scope: cfg.sync.delete_groups_out_of_scope,

@@ -61,17 +61,21 @@ pub async fn read_directory(
     };
     let users_link = stored(state, "users", &users_select)?;
     let groups_link = stored(state, "groups", &groups_select)?;
-    let assignments = client.assignments().await?;
     let mut stats = ReadStats::default();
     let tx = state.begin_read()?;
+    let rounds = async {
+        let rounds = [
+            (Resource::Users, users_link, users_select),
+            (Resource::Groups, groups_link, groups_select),
+        ];
+        for (res, link, select) in rounds {
+            round(client, &tx, res, link, &select, &mut stats, &mut progress).await?;
+        }
+        Ok(())
+    };
+    // the assignments listing has no delta: read it while the delta rounds run
+    let (assignments, ()) = tokio::try_join!(client.assignments(), rounds)?;
     tx.set_assignments(&assignments)?;
-    let rounds = [
-        (Resource::Users, users_link, users_select),
-        (Resource::Groups, groups_link, groups_select),
-    ];
-    for (res, link, select) in rounds {
-        round(client, &tx, res, link, &select, &mut stats, &mut progress).await?;
-    }
     tx.commit()?;
     Ok(stats)
 }

@@ -473,6 +473,19 @@ pub(crate) fn paged(
     link_base: &str,
     ctx: &str,
 ) -> Reply {
+    paged_with(&vals, Value::clone, q, base, link_base, ctx)
+}
+
+/// [`paged`] over items rendered only when they are on the requested page (a large
+/// listing read page by page would otherwise cost the whole listing per page).
+pub(crate) fn paged_with<T>(
+    vals: &[T],
+    render: impl Fn(&T) -> Value,
+    q: &BTreeMap<String, String>,
+    base: &str,
+    link_base: &str,
+    ctx: &str,
+) -> Reply {
     let top = match q.get("$top").map(|t| t.parse::<usize>()) {
         None => LIST_PAGE,
         Some(Ok(n)) if (1..=999).contains(&n) => n,
@@ -504,7 +517,7 @@ pub(crate) fn paged(
             }
         }
     };
-    let page: Vec<Value> = vals.iter().skip(start).take(size).cloned().collect();
+    let page: Vec<Value> = vals.iter().skip(start).take(size).map(render).collect();
     let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{ctx}"), "value": page});
     if start + size < vals.len() {
         let tok = crate::sim::b64url(format!("o:{}:{size}", start + size).as_bytes());
@@ -567,24 +580,25 @@ fn service_principal(t: &Tenant, base: &str, p: &[String], q: &BTreeMap<String, 
     match rest {
         [] => Reply::ok(sp_object(t, base)),
         [r] if r.eq_ignore_ascii_case("appRoleAssignedTo") => {
-            let vals: Vec<Value> = t
+            let live: Vec<_> = t
                 .assignments
                 .iter()
                 .filter(|a| t.users.get(&a.principal_id).is_none_or(|u| !u.deleted))
-                .map(|a| {
-                    json!({
-                        "id": a.id, "deletedDateTime": null,
-                        "appRoleId": "00000000-0000-0000-0000-000000000000",
-                        "createdDateTime": a.created,
-                        "principalDisplayName": t.display_name(&a.principal_id),
-                        "principalId": a.principal_id, "principalType": a.principal_type,
-                        "resourceDisplayName": "HERE Enterprise Browser", "resourceId": t.sp_id,
-                    })
-                })
                 .collect();
+            let render = |a: &&crate::sim::graph_tenant::Assignment| {
+                json!({
+                    "id": a.id, "deletedDateTime": null,
+                    "appRoleId": "00000000-0000-0000-0000-000000000000",
+                    "createdDateTime": a.created,
+                    "principalDisplayName": t.display_name(&a.principal_id),
+                    "principalId": a.principal_id, "principalType": a.principal_type,
+                    "resourceDisplayName": "HERE Enterprise Browser", "resourceId": t.sp_id,
+                })
+            };
             let link_base = format!("{base}/v1.0/{}", p.join("/"));
-            paged(
-                vals,
+            paged_with(
+                &live,
+                render,
                 q,
                 base,
                 &link_base,
