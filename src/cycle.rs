@@ -194,7 +194,7 @@ async fn cycle(
     };
     let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options)
         .with_scope_filter(cfg.sync.scope_filter.clone());
-    state.for_each_user_row(|row| planner.user_row(&row))?;
+    plan_users(state, &mut planner)?;
     let plan = planner.finish();
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -241,6 +241,19 @@ async fn cycle(
     } else {
         exit::OK
     })
+}
+
+/// Plans every user: those a key settles straight from the narrow indexes, the others
+/// from their whole rows.
+pub(crate) fn plan_users(state: &State, planner: &mut Planner<'_>) -> Result<(), StateError> {
+    let mut unsettled = Vec::new();
+    let total = state.for_each_user_key(|key| {
+        if !planner.settled(key) {
+            unsettled.push(key.id.to_string());
+        }
+    })?;
+    tracing::debug!(users = total, unsettled = unsettled.len(), "user keys read");
+    state.for_each_user_row_in(&unsettled, total, |row| planner.user_row(row))
 }
 
 /// Setting that counts consecutive quarantined cycles (the daemon backs off by it).

@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::config::GroupMembers;
 use crate::mapping::{AttrText, Attrs, Mapping, Props};
 use crate::state::{
-    MirrorData, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser, Snapshot, UserRow,
+    fingerprint, MirrorData, MirrorKey, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser,
+    Snapshot, UserKey, UserRow,
 };
 use user::{deactivate, desired, user_op};
 
@@ -357,37 +358,67 @@ impl<'a> Planner<'a> {
         held
     }
 
-    /// Plans one user as the state stores it. A user whose Entra properties are unchanged
-    /// since HERE acknowledged them (same fingerprint), still in scope, active and not in
-    /// escrow needs nothing but bookkeeping: no parsing, no mapping.
-    pub fn user_row(&mut self, row: &UserRow) {
-        let source = row
-            .props
-            .as_deref()
-            .map(|text| source_hash(text, self.fingerprint));
-        if let (Some(text), Some(have)) = (row.props.as_deref(), row.pushed.as_ref()) {
-            let unchanged = !row.soft_deleted
-                && have.active
-                && have.source_hash == source
-                && !self.held.contains(&row.id);
-            let candidate = match unchanged {
-                true => self.candidates.get_mut(row.id.as_str()),
-                false => None,
-            };
-            if let Some(decided) = candidate {
-                decided.active = true;
-                let wanted = manager_in(text);
-                if self.mapping.manager && (wanted.is_some() || have.manager.is_some()) {
-                    self.managers.push(ManagerRef {
-                        entra_id: row.id.clone(),
-                        user_name: have.user_name.clone(),
-                        wanted,
-                        pushed: have.manager.clone(),
-                    });
-                }
-                return;
-            }
+    /// Settles a user from their key alone when nothing about them can have changed: not
+    /// wanted in HERE and not active there, or unchanged since HERE acknowledged them (same
+    /// fingerprint of their properties, the mapping and the scope filter), still in scope,
+    /// active and not in escrow. `false`: plan them from their row ([`Planner::user_row`]).
+    pub fn settled(&mut self, key: &UserKey<'_>) -> bool {
+        let pushed_active = key.pushed.is_some_and(|p| p.active);
+        if !pushed_active && !self.candidates.contains_key(key.id) {
+            return true;
         }
+        let (Some(mirror), Some(have)) = (key.mirror, key.pushed) else {
+            return false;
+        };
+        let source = mirror.props_hash.map(|h| self.source_of(h));
+        let unchanged = !mirror.soft_deleted
+            && have.active
+            && have.source_hash.is_some()
+            && have.source_hash == source
+            && !self.held.contains(key.id);
+        let candidate = match unchanged {
+            true => self.candidates.get_mut(key.id),
+            false => None,
+        };
+        let Some(decided) = candidate else {
+            return false;
+        };
+        decided.active = true;
+        if self.mapping.manager && (mirror.manager.is_some() || have.manager.is_some()) {
+            self.managers.push(ManagerRef {
+                entra_id: key.id.to_string(),
+                user_name: have.user_name.to_string(),
+                wanted: mirror.manager.map(str::to_string),
+                pushed: have.manager.map(str::to_string),
+            });
+        }
+        true
+    }
+
+    /// The fingerprint a user's create or update records: their properties' under the
+    /// current mapping and filter.
+    fn source_of(&self, props_hash: i64) -> i64 {
+        props_hash ^ self.fingerprint.rotate_left(1) as i64
+    }
+
+    /// Plans one user as the state stores it; a settled user ([`Planner::settled`]) needs
+    /// nothing but bookkeeping: no parsing, no mapping.
+    pub fn user_row(&mut self, row: &UserRow) {
+        let props_hash = row.props.as_deref().map(|text| fingerprint(text) as i64);
+        let key = UserKey {
+            id: &row.id,
+            mirror: row.props.as_deref().map(|text| MirrorKey {
+                soft_deleted: row.soft_deleted,
+                props_hash,
+                // only a pushed user can be settled with a manager reference
+                manager: row.pushed.as_ref().and_then(|_| manager_in(text)),
+            }),
+            pushed: row.pushed.as_ref().map(PushedRow::key),
+        };
+        if self.settled(&key) {
+            return;
+        }
+        let source = props_hash.map(|h| self.source_of(h));
         let pushed = row.pushed.as_ref().map(PushedRow::snap_user);
         let before = self.out.ops.len();
         self.source = source;
@@ -516,40 +547,9 @@ fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Dec
     out
 }
 
-/// A stable 64-bit fingerprint (it is stored, so it must not change between runs): eight
-/// bytes per multiply, then MurmurHash3's finaliser so every input bit reaches every output
-/// bit. A no-change cycle fingerprints every user, so this is its main cost per user.
-fn fingerprint(text: &str) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let bytes = text.as_bytes();
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ (bytes.len() as u64).wrapping_mul(K);
-    let mut words = bytes.chunks_exact(8);
-    let mix = |h: u64, chunk: &[u8]| {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        (h ^ u64::from_le_bytes(word))
-            .wrapping_mul(K)
-            .rotate_left(31)
-    };
-    for chunk in &mut words {
-        h = mix(h, chunk);
-    }
-    h = mix(h, words.remainder());
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// The fingerprint of one user's stored properties under the current mapping and filter.
-fn source_hash(props: &str, context: u64) -> i64 {
-    (fingerprint(props) ^ context.rotate_left(1)) as i64
-}
-
 /// The manager id in stored properties, without parsing them: they are compact JSON that
 /// serde_json wrote, where `"manager":"` can only be the key (quotes in values are escaped).
-fn manager_in(props: &str) -> Option<String> {
+fn manager_in(props: &str) -> Option<&str> {
     const KEY: &str = "\"manager\":\"";
     // `contains` rejects most users faster than `find` (a vectorised search)
     if !props.contains(KEY) {
@@ -557,7 +557,7 @@ fn manager_in(props: &str) -> Option<String> {
     }
     let start = props.find(KEY)? + KEY.len();
     let len = props[start..].find('"')?;
-    Some(props[start..start + len].to_string())
+    Some(&props[start..start + len])
 }
 
 /// Plans from whole in-memory inputs (tests, small tenants); production streams users

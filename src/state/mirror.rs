@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::{classify, now, Result, State};
+use super::{classify, fingerprint, now, Result, State};
 
 /// A user as mirrored (merged delta patches).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +151,16 @@ impl State {
     }
 }
 
+/// The fingerprint and manager stored beside a user's properties text.
+pub(super) fn props_key(text: &str) -> (i64, Option<String>) {
+    key_of(&parse_props(text), text)
+}
+
+fn key_of(props: &Map<String, Value>, text: &str) -> (i64, Option<String>) {
+    let manager = props.get("manager").and_then(Value::as_str);
+    (fingerprint(text) as i64, manager.map(str::to_string))
+}
+
 fn parse_props(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -206,10 +216,14 @@ impl ReadTxn<'_> {
     pub fn apply_user(&self, id: &str, patch: &Map<String, Value>) -> Result<()> {
         let mut props = self.props_of("mirror_users", id)?.unwrap_or_default();
         merge(&mut props, patch);
+        let text = serde_json::to_string(&props).unwrap_or_default();
+        let (hash, manager) = key_of(&props, &text);
         self.exec(
-            "INSERT INTO mirror_users (id, props, soft_deleted) VALUES (?1, ?2, 0)
-             ON CONFLICT(id) DO UPDATE SET props = excluded.props, soft_deleted = 0",
-            params![id, Value::Object(props).to_string()],
+            "INSERT INTO mirror_users (id, props, soft_deleted, props_hash, manager)
+             VALUES (?1, ?2, 0, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET props = excluded.props, soft_deleted = 0,
+                 props_hash = excluded.props_hash, manager = excluded.manager",
+            params![id, text, hash, manager],
         )?;
         Ok(())
     }

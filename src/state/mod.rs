@@ -5,8 +5,10 @@
 //! its whole life so two daemons can never push from the same state; readers (`status`,
 //! `history`) open the database read-only and need no lock.
 
+mod fingerprint;
 mod history;
 mod mirror;
+mod scan;
 mod schema;
 mod snapshot;
 
@@ -15,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use fingerprint::fingerprint;
 pub use history::{escrow_delay_secs, FailureRow, HistoryRow, OperationLog, RunRow, SkippedRow};
 pub use mirror::{MirrorData, MirrorGroup, MirrorUser, ReadTxn};
+pub use scan::{MirrorKey, PushedKey, UserKey};
 pub use snapshot::{Ack, PushedRow, SnapGroup, SnapUser, Snapshot, UserRow};
 
 /// Anything that went wrong with the state file.

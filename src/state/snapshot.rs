@@ -232,17 +232,9 @@ impl State {
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let scim_id: Option<String> = r.get(3).map_err(err)?;
-            let pushed = match scim_id {
-                None => None,
-                Some(scim_id) => Some(PushedRow {
-                    scim_id,
-                    user_name: r.get(4).map_err(err)?,
-                    active: r.get::<_, i64>(5).map_err(err)? != 0,
-                    attrs: r.get(6).map_err(err)?,
-                    manager: r.get(7).map_err(err)?,
-                    source_hash: r.get(8).map_err(err)?,
-                }),
+            let pushed = match r.get_ref(3).map_err(err)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(super::scan::pushed_row_at(r, 3).map_err(err)?),
             };
             f(UserRow {
                 id: r.get(0).map_err(err)?,
