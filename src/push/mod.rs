@@ -2,7 +2,7 @@
 //! bounded concurrency inside a stage, each acknowledgement committed to the snapshot the
 //! moment it arrives, and each failure sent to escrow without stopping the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use execute::{execute, resolve, Unit};
 use crate::plan::{Op, Stage};
 use crate::report::Summary;
 use crate::scim::{PatchStyle, ScimClient, ScimError};
-use crate::state::{Ack, OperationLog, State, StateError};
+use crate::state::{Ack, OperationLog, ScimIds, State, StateError};
 
 /// What a request needs, owned (cheap to clone), so requests run on their own task while
 /// the push records answers.
@@ -230,7 +230,7 @@ pub async fn push(
     if ops.is_empty() {
         return Ok(()); // not even the SCIM ids need loading
     }
-    let (users, groups) = state.scim_ids()?;
+    let (users, groups) = named_ids(&ops, state)?;
     let refused = AtomicBool::new(false);
     let bulk = match ctx.bulk {
         true => ctx.exec.client.bulk_limits().await,
@@ -252,6 +252,8 @@ pub async fn push(
         if rec.stopped() {
             break;
         }
+        let (started, stage, operations) =
+            (std::time::Instant::now(), phase[0].stage(), phase.len());
         match &bulk {
             Some(limits) => bulk::push_phase(&mut rec, limits, phase).await?,
             None => {
@@ -264,6 +266,12 @@ pub async fn push(
                     .await?;
             }
         }
+        tracing::debug!(
+            ?stage,
+            operations,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stage pushed"
+        );
         if let Some(e) = rec.denial.take() {
             return Err(PushError::Unauthorized(e));
         }
@@ -272,6 +280,30 @@ pub async fn push(
         }
     }
     Ok(())
+}
+
+/// The SCIM ids HERE gave the objects the plan names (its own objects, managers and
+/// members); the push learns the ids of the objects it creates from their answers.
+fn named_ids(ops: &[Op], state: &State) -> Result<ScimIds, StateError> {
+    let (mut users, mut groups) = (BTreeSet::new(), BTreeSet::new());
+    for op in ops {
+        match op.kind() {
+            "user" => users.insert(op.entra_id()),
+            _ => groups.insert(op.entra_id()),
+        };
+        match op {
+            Op::SetManager {
+                manager: Some(m), ..
+            } => {
+                users.insert(m);
+            }
+            Op::AddMembers { users: m, .. } | Op::RemoveMembers { users: m, .. } => {
+                users.extend(m.iter().map(String::as_str));
+            }
+            _ => {}
+        }
+    }
+    state.scim_ids_of(&users, &groups)
 }
 
 /// A phase's operations with the SCIM ids they refer to. Only managers and memberships

@@ -21,7 +21,7 @@ pub use fingerprint::fingerprint;
 pub use history::{escrow_delay_secs, FailureRow, HistoryRow, OperationLog, RunRow, SkippedRow};
 pub use mirror::{MirrorData, MirrorGroup, MirrorUser, ReadTxn};
 pub use scan::{MirrorKey, PushedKey, UserKey};
-pub use snapshot::{Ack, PushedRow, SnapGroup, SnapUser, Snapshot, UserRow};
+pub use snapshot::{Ack, PushedRow, ScimIds, SnapGroup, SnapUser, Snapshot, UserRow};
 
 /// Anything that went wrong with the state file.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
 use super::{history::OperationLog, now, MirrorUser, Result, State};
@@ -47,6 +47,12 @@ impl Snapshot {
         self.users.get(entra_id).map(|u| u.scim_id.as_str())
     }
 }
+
+/// Entra id → SCIM id of users and of groups.
+pub type ScimIds = (HashMap<String, String>, HashMap<String, String>);
+
+/// Above this many objects, reading every SCIM id of a table beats looking each one up.
+const SCIM_ID_LOOKUPS: usize = 20_000;
 
 /// One user as the state holds it, still as stored text: the planner parses only what it
 /// must (most users of a no-change cycle need no parsing at all).
@@ -293,24 +299,42 @@ impl State {
         Ok(Some((r.get(0).map_err(err)?, user)))
     }
 
-    /// Entra id → SCIM id of every pushed user and group (the push resolves references with it).
-    pub fn scim_ids(&self) -> Result<(HashMap<String, String>, HashMap<String, String>)> {
-        let err = |e| self.err(e);
-        let mut out = (HashMap::new(), HashMap::new());
-        for (table, map) in [
-            ("snapshot_users", &mut out.0),
-            ("snapshot_groups", &mut out.1),
-        ] {
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT entra_id, scim_id FROM {table}"))
-                .map_err(err)?;
-            let mut rows = stmt.query([]).map_err(err)?;
-            while let Some(r) = rows.next().map_err(err)? {
-                map.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+    /// Entra id → SCIM id of the pushed users and groups among `users` and `groups` (the
+    /// objects a push names): looked up one by one when they are few, else all read at once.
+    pub fn scim_ids_of(&self, users: &BTreeSet<&str>, groups: &BTreeSet<&str>) -> Result<ScimIds> {
+        let mut out = ScimIds::default();
+        let tables = [
+            ("snapshot_users", users, &mut out.0),
+            ("snapshot_groups", groups, &mut out.1),
+        ];
+        for (table, wanted, map) in tables {
+            if wanted.len() > SCIM_ID_LOOKUPS {
+                self.all_scim_ids(table, map)?;
+                continue;
+            }
+            let err = |e| self.err(e);
+            let sql = format!("SELECT scim_id FROM {table} WHERE entra_id = ?1");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+            for id in wanted {
+                let scim_id: Option<String> =
+                    stmt.query_row([id], |r| r.get(0)).optional().map_err(err)?;
+                if let Some(scim_id) = scim_id {
+                    map.insert(id.to_string(), scim_id);
+                }
             }
         }
         Ok(out)
+    }
+
+    fn all_scim_ids(&self, table: &str, map: &mut HashMap<String, String>) -> Result<()> {
+        let err = |e| self.err(e);
+        let sql = format!("SELECT entra_id, scim_id FROM {table}");
+        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            map.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
+        }
+        Ok(())
     }
 
     /// Records one acknowledged operation: snapshot, history row and escrow release, atomically.
