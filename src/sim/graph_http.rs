@@ -585,15 +585,33 @@ fn service_principal(t: &Tenant, base: &str, p: &[String], q: &BTreeMap<String, 
                 .iter()
                 .filter(|a| t.users.get(&a.principal_id).is_none_or(|u| !u.deleted))
                 .collect();
+            // `$select` is honoured, as Graph does (a page of 999 then costs a third)
+            let select: Option<Vec<String>> = q.get("$select").map(|s| {
+                s.split(',')
+                    .map(|p| p.trim().to_ascii_lowercase())
+                    .collect()
+            });
+            let wanted = |k: &str| {
+                select
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|p| p.eq_ignore_ascii_case(k)))
+            };
             let render = |a: &&crate::sim::graph_tenant::Assignment| {
-                json!({
-                    "id": a.id, "deletedDateTime": null,
-                    "appRoleId": "00000000-0000-0000-0000-000000000000",
-                    "createdDateTime": a.created,
-                    "principalDisplayName": t.display_name(&a.principal_id),
-                    "principalId": a.principal_id, "principalType": a.principal_type,
-                    "resourceDisplayName": "HERE Enterprise Browser", "resourceId": t.sp_id,
-                })
+                let fields: [(&str, &dyn Fn() -> Value); 9] = [
+                    ("id", &|| json!(a.id)),
+                    ("deletedDateTime", &|| Value::Null),
+                    ("appRoleId", &|| {
+                        json!("00000000-0000-0000-0000-000000000000")
+                    }),
+                    ("createdDateTime", &|| json!(a.created)),
+                    ("principalDisplayName", &|| t.display_name(&a.principal_id)),
+                    ("principalId", &|| json!(a.principal_id)),
+                    ("principalType", &|| json!(a.principal_type)),
+                    ("resourceDisplayName", &|| json!("HERE Enterprise Browser")),
+                    ("resourceId", &|| json!(t.sp_id)),
+                ];
+                let picked = fields.iter().filter(|(k, _)| wanted(k));
+                Value::Object(picked.map(|(k, v)| (k.to_string(), v())).collect())
             };
             let link_base = format!("{base}/v1.0/{}", p.join("/"));
             paged_with(

@@ -4,7 +4,7 @@
 //! [`ReadTxn`]; the new delta links are written in the same transaction, so a read that
 //! fails half-way leaves mirror and links exactly as they were.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
@@ -282,14 +282,40 @@ impl ReadTxn<'_> {
         Ok(())
     }
 
-    /// Replaces the app's assignments (re-listed in full every cycle: Graph has no delta for them).
+    /// Replaces the app's assignments (re-listed in full every cycle: Graph has no delta for
+    /// them), writing only what changed since the last listing.
     pub fn set_assignments(&self, assignments: &[(String, String)]) -> Result<()> {
-        self.exec("DELETE FROM assignments", [])?;
-        for (id, kind) in assignments {
-            self.exec(
-                "INSERT OR REPLACE INTO assignments (principal_id, principal_type) VALUES (?1, ?2)",
-                params![id, kind],
-            )?;
+        let fresh: HashMap<&str, &str> = assignments
+            .iter()
+            .map(|(id, kind)| (id.as_str(), kind.as_str()))
+            .collect();
+        let mut stored = HashMap::new();
+        {
+            let err = |e| self.err(e);
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT principal_id, principal_type FROM assignments")
+                .map_err(err)?;
+            let mut rows = stmt.query([]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                stored.insert(
+                    r.get::<_, String>(0).map_err(err)?,
+                    r.get::<_, String>(1).map_err(err)?,
+                );
+            }
+        }
+        for (id, kind) in &stored {
+            if fresh.get(id.as_str()) != Some(&kind.as_str()) {
+                self.exec("DELETE FROM assignments WHERE principal_id = ?1", [id])?;
+            }
+        }
+        for (id, kind) in fresh {
+            if stored.get(id).map(String::as_str) != Some(kind) {
+                self.exec(
+                    "INSERT OR REPLACE INTO assignments (principal_id, principal_type) VALUES (?1, ?2)",
+                    params![id, kind],
+                )?;
+            }
         }
         Ok(())
     }
@@ -412,5 +438,25 @@ mod tests {
             "a restored user arrives as an object"
         );
         assert!(m.groups.is_empty());
+    }
+
+    #[test]
+    fn a_new_assignment_listing_replaces_the_old_one() {
+        let (_d, mut s) = state();
+        let listing = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        let tx = s.begin_read().unwrap();
+        tx.set_assignments(&listing(&[("g1", "Group"), ("u1", "User"), ("x", "User")]))
+            .unwrap();
+        tx.commit().unwrap();
+        let tx = s.begin_read().unwrap();
+        tx.set_assignments(&listing(&[("u1", "User"), ("x", "Group"), ("u2", "User")]))
+            .unwrap();
+        tx.commit().unwrap();
+        let m = s.load_directory().unwrap();
+        let set = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(m.assigned_users, set(&["u1", "u2"]));
+        assert_eq!(m.assigned_groups, set(&["x"]));
     }
 }
