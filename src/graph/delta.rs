@@ -98,25 +98,39 @@ async fn round(
             initial.clone()
         }
     };
+    let mut page = client.get(&url, incremental).await;
     loop {
-        let page = match client.get(&url, incremental).await {
+        let current = match page {
             Err(GraphError::ResyncRequired { status, code }) if incremental => {
                 tracing::warn!(resource = res.name(), status, code = %code, "stored delta link refused; reading everything again into a fresh mirror");
                 stats.resynced.push(res.name());
                 reset(tx, res)?;
                 incremental = false;
                 url = initial.clone();
+                page = client.get(&url, incremental).await;
                 continue;
             }
             other => other?,
         };
         stats.pages += 1;
         progress(stats.pages);
-        match apply_page(tx, res, &page, &url, select, stats)? {
-            Some(next) => url = next,
-            None => return Ok(()),
-        }
+        let Some(next) = next_link(&current) else {
+            apply_page(tx, res, &current, &url, select, stats)?;
+            return Ok(());
+        };
+        // the next page is on its way while this one is written to the mirror
+        let fetch = client.get(next, incremental);
+        let apply = async { apply_page(tx, res, &current, &url, select, stats) };
+        let (fetched, applied) = tokio::join!(fetch, apply);
+        applied?;
+        url = next.to_string();
+        page = fetched;
     }
+}
+
+/// The page after this one, if the round goes on.
+fn next_link(page: &Value) -> Option<&str> {
+    page.get("@odata.nextLink").and_then(Value::as_str)
 }
 
 /// Applies one delta page; returns the next page's URL, or `None` when the page ended the
@@ -137,7 +151,7 @@ pub(crate) fn apply_page(
             tracing::warn!(resource = res.name(), url = %strip_query(url), "skipping a delta entry without an id");
         }
     }
-    if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
+    if let Some(next) = next_link(page) {
         Ok(Some(next.to_string()))
     } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
         tx.set_delta_link(res.name(), delta, select)?;

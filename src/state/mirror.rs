@@ -444,7 +444,10 @@ mod tests {
     fn a_new_assignment_listing_replaces_the_old_one() {
         let (_d, mut s) = state();
         let listing = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let tx = s.begin_read().unwrap();
         tx.set_assignments(&listing(&[("g1", "Group"), ("u1", "User"), ("x", "User")]))
