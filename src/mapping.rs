@@ -14,90 +14,12 @@ use serde_json::{Map, Value};
 
 use crate::config::MappingConfig;
 
+#[path = "mapping_text.rs"]
+mod text;
+pub use text::AttrText;
+
 /// SCIM attribute path → value, for the attributes a mapping produces.
 pub type Attrs = BTreeMap<String, Value>;
-
-/// Attributes as canonical JSON text (keys sorted). A plan holds one per created or
-/// changed user; as text they take a fraction of the parsed map's memory, and they go to
-/// the snapshot as they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttrText(Box<str>);
-
-impl AttrText {
-    /// Serialises attributes (a `BTreeMap`, so the text is canonical).
-    pub fn from_attrs(attrs: &Attrs) -> AttrText {
-        AttrText(
-            serde_json::to_string(attrs)
-                .unwrap_or_else(|_| "{}".into())
-                .into(),
-        )
-    }
-
-    /// Serialises mapped values (sorted by path, as [`Mapping::user_values`] returns them)
-    /// with `active`: the text [`AttrText::from_attrs`] gives for the same attributes,
-    /// without building their map (a large tenant's initial plan creates every user).
-    pub fn from_values(values: &[(&str, Cow<'_, str>)], active: bool) -> AttrText {
-        let size: usize = values.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-        let mut out = String::with_capacity(size + 64);
-        let mut active = Some(active);
-        let entry = |out: &mut String, key: &str, value: &str| {
-            out.push(if out.is_empty() { '{' } else { ',' });
-            push_json_str(out, key);
-            out.push(':');
-            out.push_str(value);
-        };
-        for (path, value) in values {
-            if *path == "active" {
-                continue;
-            }
-            if *path > "active" {
-                if let Some(a) = active.take() {
-                    entry(&mut out, "active", if a { "true" } else { "false" });
-                }
-            }
-            out.push(if out.is_empty() { '{' } else { ',' });
-            push_json_str(&mut out, path);
-            out.push(':');
-            push_json_str(&mut out, value);
-        }
-        if let Some(a) = active {
-            entry(&mut out, "active", if a { "true" } else { "false" });
-        }
-        out.push('}');
-        AttrText(out.into())
-    }
-
-    /// The attributes back as a map.
-    pub fn attrs(&self) -> Attrs {
-        serde_json::from_str(&self.0).unwrap_or_default()
-    }
-
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it.
-fn push_json_str(out: &mut String, text: &str) {
-    if text.bytes().any(|b| b < 0x20) {
-        // control characters (rare): serde_json's own escapes
-        out.push_str(&Value::from(text).to_string());
-        return;
-    }
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        if b == b'"' || b == b'\\' {
-            // ASCII, so `i` is a character boundary; the character goes out with the next run
-            out.push_str(&text[start..i]);
-            out.push('\\');
-            start = i;
-        }
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
-}
 
 /// Where a mapping reads an object's Graph properties from: the parsed map, or a user's
 /// stored text parsed no further than the planner needs.
@@ -354,14 +276,9 @@ impl Mapping {
         map_all(&self.user, id, props)
     }
 
-    /// The values [`Mapping::map_user`] maps, sorted by path and borrowed where they can
-    /// be: the planner turns them into a map only to diff an update.
-    pub fn user_values<'s>(
-        &'s self,
-        id: &'s str,
-        props: &'s impl Props,
-    ) -> Vec<(&'s str, Cow<'s, str>)> {
-        values(&self.user, id, props)
+    /// The user mapping sorted by path, to map many users (see [`SortedMapping`]).
+    pub fn sorted_user(&self) -> SortedMapping<'_> {
+        SortedMapping::new(&self.user)
     }
 
     /// SCIM attributes of a group (without members).
@@ -376,32 +293,46 @@ impl Mapping {
 }
 
 fn map_all(list: &[AttrMapping], id: &str, props: &Map<String, Value>) -> Attrs {
-    values(list, id, props)
+    SortedMapping::new(list)
+        .values(id, props)
         .into_iter()
         .map(|(path, v)| (path.to_string(), Value::String(v.into_owned())))
         .collect()
 }
 
-/// Mapped values sorted by path (a path mapped twice keeps its last value, as a map would).
-fn values<'s>(
-    list: &'s [AttrMapping],
-    id: &'s str,
-    props: &'s impl Props,
-) -> Vec<(&'s str, Cow<'s, str>)> {
-    let mut out: Vec<(&str, Cow<str>)> = Vec::with_capacity(list.len());
-    out.extend(
-        list.iter()
-            .filter_map(|a| Some((a.scim_path.as_str(), a.source.eval(id, props)?))),
-    );
-    out.sort_by(|a, b| a.0.cmp(b.0));
-    out.dedup_by(|later, earlier| {
-        let same = later.0 == earlier.0;
-        if same {
-            std::mem::swap(later, earlier);
+/// A mapping sorted by SCIM path (stably: of two mappings of one path, the later one
+/// still wins). The planner sorts once per plan rather than once per user.
+#[derive(Debug, Clone)]
+pub struct SortedMapping<'m> {
+    attrs: Vec<&'m AttrMapping>,
+}
+
+impl<'m> SortedMapping<'m> {
+    pub fn new(list: &'m [AttrMapping]) -> SortedMapping<'m> {
+        let mut attrs: Vec<&AttrMapping> = list.iter().collect();
+        attrs.sort_by(|a, b| a.scim_path.cmp(&b.scim_path));
+        SortedMapping { attrs }
+    }
+
+    /// The values the mapping makes of one object, sorted by path and borrowed where they
+    /// can be (a path mapped twice keeps its last non-empty value, as a map would): the
+    /// planner turns them into a map only to diff an update.
+    pub fn values<'s>(&self, id: &'s str, props: &'s impl Props) -> Vec<(&'s str, Cow<'s, str>)>
+    where
+        'm: 's,
+    {
+        let mut out: Vec<(&str, Cow<str>)> = Vec::with_capacity(self.attrs.len());
+        for &a in &self.attrs {
+            let Some(v) = a.source.eval(id, props) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.0 == a.scim_path => last.1 = v,
+                _ => out.push((a.scim_path.as_str(), v)),
+            }
         }
-        same
-    });
-    out
+        out
+    }
 }
 
 impl Source {
@@ -426,7 +357,7 @@ impl Source {
                 .eval(id, props)
                 .map(|v| Cow::Owned(format!("{prefix}{v}{suffix}"))),
         };
-        out.filter(|v| !v.trim().is_empty())
+        out.filter(|v| !is_blank(v))
     }
 
     fn properties(&self, out: &mut BTreeSet<String>) {
@@ -443,6 +374,12 @@ impl Source {
             }
         }
     }
+}
+
+/// Whether `text` is empty or white space; a visible ASCII first byte (most values) settles
+/// it without decoding.
+fn is_blank(text: &str) -> bool {
+    !text.as_bytes().first().is_some_and(u8::is_ascii_graphic) && text.trim().is_empty()
 }
 
 /// A property as text: strings as they are, numbers and booleans printed, arrays by their

@@ -568,3 +568,30 @@ fn attribute_text_from_values_is_the_text_of_the_map() {
         r#"{"active":true}"#
     );
 }
+
+#[test]
+fn attribute_text_escapes_every_character_as_serde_json_does() {
+    let mut texts: Vec<String> = (0u8..0x80).map(|b| (b as char).to_string()).collect();
+    // escapes at every position of a word and its tail, in runs, next to multi-byte text
+    for at in 0..20 {
+        let mut t: String = "abcdefghijklmnopqrst".into();
+        t.insert(at, '"');
+        texts.push(t.clone());
+        t.insert(at, '\u{1f}');
+        texts.push(format!("é{t}\\\\ü"));
+    }
+    texts.push("\u{7f}\u{80}\u{2028}€😀".into());
+    for text in texts {
+        let values = [("k\"ey\n", std::borrow::Cow::from(text.as_str()))];
+        let attrs: Attrs = [
+            ("k\"ey\n".to_string(), Value::String(text.clone())),
+            ("active".to_string(), Value::Bool(true)),
+        ]
+        .into();
+        assert_eq!(
+            AttrText::from_values(&values, true),
+            AttrText::from_attrs(&attrs),
+            "{text:?}"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::config::GroupMembers;
-use crate::mapping::{AttrText, Attrs, Mapping, Props};
+use crate::mapping::{AttrText, Attrs, Mapping, Props, SortedMapping};
 use crate::state::{
     fingerprint, MirrorData, MirrorKey, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser,
     Snapshot, UserKey, UserRow,
@@ -257,6 +257,8 @@ pub struct Planner<'a> {
     mirror: &'a MirrorData,
     snapshot_groups: &'a BTreeMap<String, SnapGroup>,
     mapping: &'a Mapping,
+    /// The user mapping sorted once, for every user.
+    user_mapping: SortedMapping<'a>,
     held: &'a BTreeSet<String>,
     options: &'a PlanOptions,
     /// Users assigned directly or through an assigned group (existence checked per user),
@@ -288,6 +290,7 @@ impl<'a> Planner<'a> {
             mirror,
             snapshot_groups,
             mapping,
+            user_mapping: mapping.sorted_user(),
             held,
             options,
             assumed: FxHashSet::default(),
@@ -465,7 +468,7 @@ impl<'a> Planner<'a> {
             }
             return;
         };
-        let want = match desired(self.mapping, id, user) {
+        let want = match desired(&self.user_mapping, id, user) {
             Ok(want) => want,
             Err(reason) => {
                 self.out.skipped.push(SkippedRow {

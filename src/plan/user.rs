@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::{diff, managed, Op};
-use crate::mapping::{AttrText, Attrs, Mapping, Props};
+use crate::mapping::{AttrText, Attrs, Mapping, Props, SortedMapping};
 use crate::state::SnapUser;
 
 /// What the planner wants for one in-scope user.
@@ -37,11 +37,11 @@ impl DesiredUser<'_> {
 
 /// What the mapping makes of one in-scope user, or why their record cannot be provisioned.
 pub(super) fn desired<'s>(
-    mapping: &'s Mapping,
+    mapping: &SortedMapping<'s>,
     id: &'s str,
     props: &'s impl Props,
 ) -> Result<DesiredUser<'s>, String> {
-    let values = mapping.user_values(id, props);
+    let values = mapping.values(id, props);
     if let Some(reason) = bad_user_record(props, &values) {
         return Err(reason);
     }
