@@ -521,4 +521,31 @@ mod tests {
         .unwrap();
         assert!(s.load_snapshot().unwrap().groups.is_empty());
     }
+
+    #[test]
+    fn scim_ids_of_named_objects_are_the_same_looked_up_or_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::open(&dir.path().join("s.db")).unwrap();
+        for id in ["u1", "u2", "u3"] {
+            let ack = Ack::User {
+                entra_id: id.into(),
+                scim_id: format!("s-{id}"),
+                user_name: format!("{id}@x"),
+                active: true,
+                attrs: AttrText::from_attrs(&Attrs::new()),
+                source: None,
+            };
+            s.record(&ack, &log()).unwrap();
+        }
+        let few: BTreeSet<&str> = ["u1", "u3", "new"].into();
+        let (users, groups) = s.scim_ids_of(&few, &BTreeSet::new()).unwrap();
+        let expected: HashMap<String, String> = [("u1", "s-u1"), ("u3", "s-u3")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .into();
+        assert_eq!((users, groups.len()), (expected, 0));
+        let names: Vec<String> = (0..=SCIM_ID_LOOKUPS).map(|i| format!("n{i}")).collect();
+        let many: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let (users, _) = s.scim_ids_of(&many, &BTreeSet::new()).unwrap();
+        assert_eq!(users.len(), 3, "past the lookup limit every id is read");
+    }
 }
