@@ -133,14 +133,7 @@ impl State {
                 };
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT principal_id, principal_type FROM assignments")
-            .map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            let id: String = r.get(0).map_err(err)?;
-            let kind: String = r.get(1).map_err(err)?;
+        for (id, kind) in text_pairs(&self.conn, ASSIGNMENTS).map_err(err)? {
             match kind.as_str() {
                 "User" => data.assigned_users.insert(id),
                 "Group" => data.assigned_groups.insert(id),
@@ -159,6 +152,16 @@ pub(super) fn props_key(text: &str) -> (i64, Option<String>) {
 fn key_of(props: &Map<String, Value>, text: &str) -> (i64, Option<String>) {
     let manager = props.get("manager").and_then(Value::as_str);
     (fingerprint(text) as i64, manager.map(str::to_string))
+}
+
+/// The app's assignments as stored: (principal id, principal type).
+const ASSIGNMENTS: &str = "SELECT principal_id, principal_type FROM assignments";
+
+/// Every row of a query of two text columns.
+pub(super) fn text_pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 fn parse_props(text: &str) -> Map<String, Value> {
@@ -289,21 +292,10 @@ impl ReadTxn<'_> {
             .iter()
             .map(|(id, kind)| (id.as_str(), kind.as_str()))
             .collect();
-        let mut stored = HashMap::new();
-        {
-            let err = |e| self.err(e);
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT principal_id, principal_type FROM assignments")
-                .map_err(err)?;
-            let mut rows = stmt.query([]).map_err(err)?;
-            while let Some(r) = rows.next().map_err(err)? {
-                stored.insert(
-                    r.get::<_, String>(0).map_err(err)?,
-                    r.get::<_, String>(1).map_err(err)?,
-                );
-            }
-        }
+        let stored: HashMap<String, String> = text_pairs(self.conn, ASSIGNMENTS)
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .collect();
         for (id, kind) in &stored {
             if fresh.get(id.as_str()) != Some(&kind.as_str()) {
                 self.exec("DELETE FROM assignments WHERE principal_id = ?1", [id])?;

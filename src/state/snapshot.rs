@@ -327,13 +327,9 @@ impl State {
     }
 
     fn all_scim_ids(&self, table: &str, map: &mut HashMap<String, String>) -> Result<()> {
-        let err = |e| self.err(e);
         let sql = format!("SELECT entra_id, scim_id FROM {table}");
-        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(r) = rows.next().map_err(err)? {
-            map.insert(r.get(0).map_err(err)?, r.get(1).map_err(err)?);
-        }
+        let pairs = super::mirror::text_pairs(&self.conn, &sql).map_err(|e| self.err(e))?;
+        map.extend(pairs);
         Ok(())
     }
 
