@@ -172,3 +172,49 @@ async fn garbage_state_file_is_refused_with_the_way_to_start_over() {
     );
     assert!(h.sim.scim.request_log().is_empty(), "nothing pushed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_from_the_previous_schema_is_upgraded_without_planning_anyone_again() {
+    let h = Harness::new("").await;
+    small_tenant(&h);
+    assert_eq!(h.sync().await.exit_code, 0);
+    // back to schema version 3: no stored fingerprints beside the mirrored users
+    let path = h.config().state.path;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX mirror_users_plan; DROP INDEX snapshot_users_plan;
+         ALTER TABLE mirror_users DROP COLUMN manager;
+         ALTER TABLE mirror_users DROP COLUMN props_hash;
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let changed = h.sim.graph.user_ids()[2].clone();
+    h.sim
+        .graph
+        .update_user(&changed, serde_json::json!({"jobTitle": "Pilot"}));
+    h.sim.scim.clear_log();
+    let summary = h.sync().await;
+    assert_eq!(summary.exit_code, 0, "{:?}", summary.error);
+    assert_eq!(
+        (
+            summary.users_created,
+            summary.users_updated,
+            summary.users_deactivated
+        ),
+        (0, 1, 0),
+        "only the changed user is pushed"
+    );
+    assert_eq!(h.scim_writes().len(), 1, "{:?}", h.scim_writes());
+    let mut keys = 0;
+    h.state()
+        .for_each_user_key(|k| {
+            keys += 1;
+            assert!(k.mirror.is_some_and(|m| m.props_hash.is_some()), "{k:?}");
+        })
+        .unwrap();
+    assert_eq!(keys, 10);
+    h.sim.scim.clear_log();
+    assert_eq!(h.sync().await.exit_code, 0);
+    assert!(h.scim_writes().is_empty(), "{:?}", h.scim_writes());
+}
