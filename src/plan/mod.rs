@@ -4,7 +4,9 @@
 //! push needs no recovery: the next plan contains whatever is still missing.
 
 pub mod filter;
+mod fresh;
 mod groups;
+mod op;
 mod props;
 mod scope;
 mod user;
@@ -16,169 +18,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use crate::config::GroupMembers;
-use crate::mapping::{AttrText, Attrs, Mapping, Props, SortedMapping};
+use crate::mapping::{Attrs, Mapping, Props, SortedMapping};
 use crate::state::{
     fingerprint, MirrorData, MirrorKey, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser,
     Snapshot, UserKey, UserRow,
 };
-use user::{deactivate, desired, user_op};
-
-/// One attribute difference.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub path: String,
-    pub old: Option<Value>,
-    pub new: Option<Value>,
-}
-
-/// One operation against HERE. Members are Entra ids; SCIM ids are resolved at push time,
-/// after the users they name exist.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    /// `attrs` are the user's attributes as canonical JSON (compact: a plan may hold
-    /// one of these per user of a large tenant).
-    CreateUser {
-        entra_id: String,
-        user_name: String,
-        attrs: AttrText,
-        /// Fingerprint of the Entra properties `attrs` came from (recorded on success).
-        source: Option<i64>,
-    },
-    /// Attribute changes; `reactivate` when the user comes back (active false → true).
-    UpdateUser {
-        entra_id: String,
-        scim_id: String,
-        user_name: String,
-        changes: Vec<Change>,
-        attrs: AttrText,
-        reactivate: bool,
-        /// Fingerprint of the Entra properties `attrs` came from (recorded on success).
-        source: Option<i64>,
-    },
-    /// Sets or clears the manager reference (after both users exist).
-    SetManager {
-        entra_id: String,
-        user_name: String,
-        manager: Option<String>,
-    },
-    /// `reason` says why, for the log and `history` (unassigned, disabled, filtered out…).
-    DeactivateUser {
-        entra_id: String,
-        scim_id: String,
-        user_name: String,
-        attrs: AttrText,
-        reason: String,
-    },
-    CreateGroup {
-        entra_id: String,
-        display_name: String,
-        attrs: Attrs,
-    },
-    UpdateGroup {
-        entra_id: String,
-        scim_id: String,
-        display_name: String,
-        changes: Vec<Change>,
-        attrs: Attrs,
-    },
-    AddMembers {
-        group: String,
-        display_name: String,
-        users: Vec<String>,
-    },
-    RemoveMembers {
-        group: String,
-        display_name: String,
-        users: Vec<String>,
-    },
-    DeleteGroup {
-        entra_id: String,
-        scim_id: String,
-        display_name: String,
-    },
-}
-
-/// The push stages, in the order that can't break (architecture invariant 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    Users,
-    Managers,
-    Groups,
-    MemberAdds,
-    MemberRemovals,
-    GroupDeletions,
-    Deactivations,
-}
-
-impl Op {
-    /// Which stage this operation runs in.
-    pub fn stage(&self) -> Stage {
-        match self {
-            Op::CreateUser { .. } | Op::UpdateUser { .. } => Stage::Users,
-            Op::SetManager { .. } => Stage::Managers,
-            Op::CreateGroup { .. } | Op::UpdateGroup { .. } => Stage::Groups,
-            Op::AddMembers { .. } => Stage::MemberAdds,
-            Op::RemoveMembers { .. } => Stage::MemberRemovals,
-            Op::DeleteGroup { .. } => Stage::GroupDeletions,
-            Op::DeactivateUser { .. } => Stage::Deactivations,
-        }
-    }
-
-    /// The log name of the operation (`op=` field).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::CreateUser { .. } => "create_user",
-            Op::UpdateUser {
-                reactivate: true, ..
-            } => "reactivate_user",
-            Op::UpdateUser { .. } => "update_user",
-            Op::SetManager { .. } => "set_manager",
-            Op::DeactivateUser { .. } => "deactivate_user",
-            Op::CreateGroup { .. } => "create_group",
-            Op::UpdateGroup { .. } => "update_group",
-            Op::AddMembers { .. } => "add_members",
-            Op::RemoveMembers { .. } => "remove_members",
-            Op::DeleteGroup { .. } => "delete_group",
-        }
-    }
-
-    /// The Entra id of the object the operation changes.
-    pub fn entra_id(&self) -> &str {
-        match self {
-            Op::CreateUser { entra_id, .. }
-            | Op::UpdateUser { entra_id, .. }
-            | Op::SetManager { entra_id, .. }
-            | Op::DeactivateUser { entra_id, .. }
-            | Op::CreateGroup { entra_id, .. }
-            | Op::UpdateGroup { entra_id, .. }
-            | Op::DeleteGroup { entra_id, .. } => entra_id,
-            Op::AddMembers { group, .. } | Op::RemoveMembers { group, .. } => group,
-        }
-    }
-
-    /// The userName or group displayName operators know the object by.
-    pub fn object_name(&self) -> &str {
-        match self {
-            Op::CreateUser { user_name, .. }
-            | Op::UpdateUser { user_name, .. }
-            | Op::SetManager { user_name, .. }
-            | Op::DeactivateUser { user_name, .. } => user_name,
-            Op::CreateGroup { display_name, .. }
-            | Op::UpdateGroup { display_name, .. }
-            | Op::AddMembers { display_name, .. }
-            | Op::RemoveMembers { display_name, .. }
-            | Op::DeleteGroup { display_name, .. } => display_name,
-        }
-    }
-
-    /// `user` or `group`.
-    pub fn kind(&self) -> &'static str {
-        match self.stage() {
-            Stage::Users | Stage::Managers | Stage::Deactivations => "user",
-            _ => "group",
-        }
-    }
-}
+use fresh::{Done, FreshRow, Pipeline};
+pub use op::{Change, Op, Stage};
+use user::{deactivate, desired, user_op, Fresh};
 
 /// Settings the planner needs.
 #[derive(Debug, Clone)]
@@ -273,6 +120,13 @@ pub struct Planner<'a> {
     fingerprint: u64,
     /// The fingerprint of the user being planned, for its create/update operation.
     source: Option<i64>,
+    /// Candidates HERE does not have, worked out on a second thread ([`fresh`]).
+    pipeline: Option<Pipeline>,
+    /// Rows seen so far: a row's position, so results that come back from the pipeline
+    /// take their place among the skipped rows.
+    rows: usize,
+    /// The position of the row each entry of `out.skipped` came from.
+    skipped_rows: Vec<usize>,
     out: Plan,
 }
 
@@ -298,6 +152,9 @@ impl<'a> Planner<'a> {
             filter: filter::ScopeFilter::default(),
             fingerprint: fingerprint(&format!("{mapping:?}")),
             source: None,
+            pipeline: None,
+            rows: 0,
+            skipped_rows: Vec::new(),
             out: Plan::default(),
         }
     }
@@ -351,8 +208,19 @@ impl<'a> Planner<'a> {
         if !self.candidates.contains_key(id) {
             return Some(OutOfScope::NotAssigned);
         }
-        let filtered = !self.filter.is_empty() && !self.filter.matches(&props.map());
-        filtered.then_some(OutOfScope::Filtered)
+        filtered(&self.filter, props).then_some(OutOfScope::Filtered)
+    }
+
+    /// Records a row that cannot be provisioned, among the others in row order.
+    fn skip(&mut self, row: usize, id: &str, reason: String) {
+        let at = self.skipped_rows.partition_point(|&r| r <= row);
+        self.skipped_rows.insert(at, row);
+        let skipped = SkippedRow {
+            entra_id: id.to_string(),
+            kind: "user".into(),
+            reason,
+        };
+        self.out.skipped.insert(at, skipped);
     }
 
     fn hold(&mut self, id: &str) -> bool {
@@ -401,12 +269,16 @@ impl<'a> Planner<'a> {
     /// The fingerprint a user's create or update records: their properties' under the
     /// current mapping and filter.
     fn source_of(&self, props_hash: i64) -> i64 {
-        props_hash ^ self.fingerprint.rotate_left(1) as i64
+        source_of(props_hash, self.fingerprint)
     }
 
     /// Plans one user as the state stores it; a settled user ([`Planner::settled`]) needs
     /// nothing but bookkeeping: no parsing, no mapping.
     pub fn user_row(&mut self, row: &UserRow) {
+        self.rows += 1;
+        if row.pushed.is_none() {
+            return self.fresh_row(row);
+        }
         let props_hash = row.props.as_deref().map(|text| fingerprint(text) as i64);
         let key = UserKey {
             id: &row.id,
@@ -444,6 +316,81 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A user HERE does not have: only a candidate Entra has (not soft-deleted) can come
+    /// to anything, and is worked out on the pipeline.
+    fn fresh_row(&mut self, row: &UserRow) {
+        let Some(props) = row.props.as_deref() else {
+            return;
+        };
+        if row.soft_deleted || !self.candidates.contains_key(row.id.as_str()) {
+            return;
+        }
+        let context = || fresh::Context {
+            mapping: self.mapping.clone(),
+            filter: self.filter.clone(),
+            fingerprint: self.fingerprint,
+        };
+        let pipeline = self
+            .pipeline
+            .get_or_insert_with(|| Pipeline::new(context()));
+        let done = pipeline.push(FreshRow {
+            seq: self.rows,
+            id: row.id.clone(),
+            props: props.to_string(),
+        });
+        self.apply(done);
+    }
+
+    /// Plans the candidates the pipeline worked out, in row order.
+    fn apply(&mut self, done: Vec<Done>) {
+        for (row, fresh, source) in done {
+            match fresh {
+                Fresh::Filtered => {}
+                Fresh::Bad(reason) => self.skip(row.seq, &row.id, reason),
+                Fresh::New(new) => {
+                    if self.place(
+                        &row.id,
+                        new.active,
+                        &new.user_name,
+                        new.manager.as_ref(),
+                        None,
+                    ) {
+                        self.out.ops.extend(new.into_op(row.id, Some(source)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records what the plan wants for an in-scope user: whether active, the manager
+    /// reference. `false` when the user waits in escrow (no operation, then).
+    fn place(
+        &mut self,
+        id: &str,
+        active: bool,
+        user_name: &str,
+        manager: Option<&String>,
+        pushed: Option<&SnapUser>,
+    ) -> bool {
+        if active {
+            self.decide(id, |d| d.active = true);
+        }
+        if self.hold(id) {
+            return false;
+        }
+        let pushed_manager = pushed.and_then(|h| h.manager.as_ref());
+        let references = manager.is_some() || pushed_manager.is_some();
+        if active && self.mapping.manager && references {
+            self.managers.push(ManagerRef {
+                entra_id: id.to_string(),
+                user_name: user_name.to_string(),
+                wanted: manager.cloned(),
+                pushed: pushed_manager.cloned(),
+            });
+        }
+        true
+    }
+
     /// Plans one user from what Entra says (`mirror`) and what HERE has (`pushed`).
     pub fn user(&mut self, id: &str, mirror: Option<&MirrorUser>, pushed: Option<&SnapUser>) {
         self.plan_user(id, mirror.map(|u| (&u.props, u.soft_deleted)), pushed);
@@ -471,40 +418,26 @@ impl<'a> Planner<'a> {
         let want = match desired(&self.user_mapping, id, user) {
             Ok(want) => want,
             Err(reason) => {
-                self.out.skipped.push(SkippedRow {
-                    entra_id: id.to_string(),
-                    kind: "user".into(),
-                    reason,
-                });
+                self.skip(self.rows, id, reason);
                 if pushed.is_some_and(|h| h.active) {
                     self.decide(id, |d| d.protected = true);
                 }
                 return;
             }
         };
-        if want.active {
-            self.decide(id, |d| d.active = true);
-        }
-        if self.hold(id) {
-            return;
-        }
-        let pushed_manager = pushed.and_then(|h| h.manager.as_ref());
-        let references = want.manager.is_some() || pushed_manager.is_some();
-        if want.active && self.mapping.manager && references {
-            self.managers.push(ManagerRef {
-                entra_id: id.to_string(),
-                user_name: want.user_name.clone(),
-                wanted: want.manager.clone(),
-                pushed: pushed_manager.cloned(),
-            });
-        }
-        if let Some(op) = user_op(id, want, pushed, self.mapping, self.source) {
-            self.out.ops.push(op);
+        let (active, manager) = (want.active, want.manager.as_ref());
+        if self.place(id, active, &want.user_name, manager, pushed) {
+            let op = user_op(id, want, pushed, self.mapping, self.source);
+            self.out.ops.extend(op);
         }
     }
 
     /// Completes the plan: manager references, groups and memberships, the order.
     pub fn finish(mut self) -> Plan {
+        if let Some(pipeline) = self.pipeline.take() {
+            let done = pipeline.finish();
+            self.apply(done);
+        }
         for m in std::mem::take(&mut self.managers) {
             let wanted = m.wanted.filter(|w| self.decided(w).active);
             let kept = m.pushed.as_ref().is_some_and(|p| self.decided(p).protected);
@@ -548,6 +481,17 @@ fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Dec
         }
     }
     out
+}
+
+/// The fingerprint of a user's properties (`props_hash`) under everything else that shapes
+/// their attributes (`context`: the mapping and the filter).
+fn source_of(props_hash: i64, context: u64) -> i64 {
+    props_hash ^ context.rotate_left(1) as i64
+}
+
+/// [`source_of`] a user's properties text.
+fn source_hash(props: &str, context: u64) -> i64 {
+    source_of(fingerprint(props) as i64, context)
 }
 
 /// The manager id in stored properties, without parsing them: they are compact JSON that
@@ -596,6 +540,11 @@ impl UserProps for props::RowProps<'_> {
     fn map(&self) -> Cow<'_, serde_json::Map<String, Value>> {
         Cow::Owned(self.to_map())
     }
+}
+
+/// Whether the scoping filter leaves a user out.
+fn filtered(filter: &filter::ScopeFilter, props: &impl UserProps) -> bool {
+    !filter.is_empty() && !filter.matches(&props.map())
 }
 
 /// Why a user left scope (see [`Planner::out_of_scope`]).

@@ -32,7 +32,8 @@ impl<'t> RowProps<'t> {
         self.entries
             .iter()
             .rev()
-            .find(|(k, _)| k == name)
+            // the first byte rejects most keys of the same length without a `memcmp`
+            .find(|(k, _)| k.as_bytes().first() == name.as_bytes().first() && k == name)
             .map(|(_, v)| v)
     }
 

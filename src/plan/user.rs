@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{diff, managed, Op};
+use super::filter::ScopeFilter;
+use super::props::RowProps;
+use super::{diff, filtered, managed, Op, UserProps};
 use crate::mapping::{AttrText, Attrs, Mapping, Props, SortedMapping};
 use crate::state::SnapUser;
 
@@ -29,9 +31,81 @@ impl DesiredUser<'_> {
         attrs
     }
 
-    /// The attributes as canonical text, `active` included.
-    fn text(&self) -> AttrText {
-        AttrText::from_values(&self.values, self.active)
+    /// What is left once HERE is known not to have the user: the attributes as canonical
+    /// text (`active` included) when they are to be created, and no borrowed values.
+    pub(super) fn into_new(self) -> NewUser {
+        NewUser {
+            attrs: self
+                .active
+                .then(|| AttrText::from_values(&self.values, true)),
+            user_name: self.user_name,
+            active: self.active,
+            manager: self.manager,
+        }
+    }
+}
+
+/// What the planner wants for an in-scope user HERE does not have. Owned: it may be
+/// worked out on another thread (see [`super::fresh`]).
+pub(super) struct NewUser {
+    pub(super) user_name: String,
+    pub(super) active: bool,
+    pub(super) manager: Option<String>,
+    /// The attributes to create the user with; `None` for a disabled user (not created).
+    attrs: Option<AttrText>,
+}
+
+impl NewUser {
+    /// The operation that creates the user, unless disabled.
+    pub(super) fn into_op(self, id: impl Into<String>, source: Option<i64>) -> Option<Op> {
+        let attrs = self.attrs?;
+        Some(Op::CreateUser {
+            entra_id: id.into(),
+            user_name: self.user_name,
+            attrs,
+            source,
+        })
+    }
+}
+
+/// What becomes of a candidate HERE does not have, from its stored properties alone
+/// (candidacy is the planner's to check): pure, so it runs on another thread.
+pub(super) enum Fresh {
+    /// Left out by the scoping filter.
+    Filtered,
+    /// Why the record cannot be provisioned.
+    Bad(String),
+    New(NewUser),
+}
+
+impl Fresh {
+    /// Works out a candidate from the text the state stores (text that is not a JSON
+    /// object reads as no properties, as [`crate::state::UserRow::mirror`] reads it).
+    pub(super) fn of(
+        mapping: &SortedMapping<'_>,
+        filter: &ScopeFilter,
+        id: &str,
+        text: &str,
+    ) -> Fresh {
+        match RowProps::parse(text) {
+            Some(props) => Fresh::from_props(mapping, filter, id, &props),
+            None => Fresh::from_props(mapping, filter, id, &Map::new()),
+        }
+    }
+
+    fn from_props(
+        mapping: &SortedMapping<'_>,
+        filter: &ScopeFilter,
+        id: &str,
+        props: &impl UserProps,
+    ) -> Fresh {
+        if filtered(filter, props) {
+            return Fresh::Filtered;
+        }
+        match desired(mapping, id, props) {
+            Ok(want) => Fresh::New(want.into_new()),
+            Err(reason) => Fresh::Bad(reason),
+        }
     }
 }
 
@@ -79,12 +153,7 @@ pub(super) fn user_op(
     source: Option<i64>,
 ) -> Option<Op> {
     let Some(have) = pushed else {
-        return want.active.then(|| Op::CreateUser {
-            entra_id: id.to_string(),
-            attrs: want.text(),
-            user_name: want.user_name,
-            source,
-        });
+        return want.into_new().into_op(id, source);
     };
     match (have.active, want.active) {
         (true, false) => Some(deactivate(
