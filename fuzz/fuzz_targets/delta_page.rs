@@ -1,7 +1,8 @@
 //! Graph delta pages → mirror → plan → acknowledgements → plan, over an in-memory state.
-//! Nothing may panic, the state must never fail, the cycle's planner (unchanged users
-//! skipped by fingerprint) must agree with one that parses every user, and a cycle with
-//! Entra unchanged after everything was acknowledged must plan nothing.
+//! Nothing may panic, the state must never fail, the cycle's planner (users settled by
+//! their stored keys, the others planned from their rows) must agree with one that parses
+//! every user, and a cycle with Entra unchanged after everything was acknowledged must
+//! plan nothing.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
