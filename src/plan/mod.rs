@@ -241,7 +241,7 @@ impl<'a> Planner<'a> {
         let (Some(mirror), Some(have)) = (key.mirror, key.pushed) else {
             return false;
         };
-        let source = mirror.props_hash.map(|h| self.source_of(h));
+        let source = mirror.props_hash.map(|h| source_of(h, self.fingerprint));
         let unchanged = !mirror.soft_deleted
             && have.active
             && have.source_hash.is_some()
@@ -255,21 +255,27 @@ impl<'a> Planner<'a> {
             return false;
         };
         decided.active = true;
-        if self.mapping.manager && (mirror.manager.is_some() || have.manager.is_some()) {
-            self.managers.push(ManagerRef {
-                entra_id: key.id.to_string(),
-                user_name: have.user_name.to_string(),
-                wanted: mirror.manager.map(str::to_string),
-                pushed: have.manager.map(str::to_string),
-            });
-        }
+        self.refer_manager(key.id, have.user_name, mirror.manager, have.manager);
         true
     }
 
-    /// The fingerprint a user's create or update records: their properties' under the
-    /// current mapping and filter.
-    fn source_of(&self, props_hash: i64) -> i64 {
-        source_of(props_hash, self.fingerprint)
+    /// Keeps an active user's manager reference (wanted by Entra, pushed to HERE) for
+    /// [`Planner::finish`] to decide once every user is known.
+    fn refer_manager(
+        &mut self,
+        id: &str,
+        user_name: &str,
+        wanted: Option<&str>,
+        pushed: Option<&str>,
+    ) {
+        if self.mapping.manager && (wanted.is_some() || pushed.is_some()) {
+            self.managers.push(ManagerRef {
+                entra_id: id.to_string(),
+                user_name: user_name.to_string(),
+                wanted: wanted.map(str::to_string),
+                pushed: pushed.map(str::to_string),
+            });
+        }
     }
 
     /// Plans one user as the state stores it; a settled user ([`Planner::settled`]) needs
@@ -293,7 +299,7 @@ impl<'a> Planner<'a> {
         if self.settled(&key) {
             return;
         }
-        let source = props_hash.map(|h| self.source_of(h));
+        let source = props_hash.map(|h| source_of(h, self.fingerprint));
         let pushed = row.pushed.as_ref().map(PushedRow::snap_user);
         let before = self.out.ops.len();
         self.source = source;
@@ -378,15 +384,9 @@ impl<'a> Planner<'a> {
         if self.hold(id) {
             return false;
         }
-        let pushed_manager = pushed.and_then(|h| h.manager.as_ref());
-        let references = manager.is_some() || pushed_manager.is_some();
-        if active && self.mapping.manager && references {
-            self.managers.push(ManagerRef {
-                entra_id: id.to_string(),
-                user_name: user_name.to_string(),
-                wanted: manager.cloned(),
-                pushed: pushed_manager.cloned(),
-            });
+        if active {
+            let pushed_manager = pushed.and_then(|h| h.manager.as_deref());
+            self.refer_manager(id, user_name, manager.map(String::as_str), pushed_manager);
         }
         true
     }

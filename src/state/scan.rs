@@ -109,9 +109,9 @@ impl State {
         }
     }
 
-    /// Calls `f` with the whole row of each user in `ids` (sorted, as
-    /// [`State::for_each_user_key`] yields them) out of `total` users: looked up one by one
-    /// when they are few, else picked from one scan of every row.
+    /// Calls `f` with the whole row of each user in `ids` out of `total` users (as
+    /// [`State::for_each_user_key`] counted them): looked up one by one when they are few,
+    /// else picked from one scan of every row.
     pub fn for_each_user_row_in(
         &self,
         ids: &[String],
