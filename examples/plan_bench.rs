@@ -93,7 +93,7 @@ fn timed_plan(
     let mut plan = Plan::default();
     let spent = Spent::of(|| {
         let mut planner = new();
-        rows.iter().for_each(|row| planner.user_row(row));
+        rows.into_iter().for_each(|row| planner.user_row(row));
         plan = planner.finish();
     });
     (plan, spent, before)

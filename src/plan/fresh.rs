@@ -4,7 +4,8 @@
 //! it runs while the caller reads the next rows. The planner applies the results in the
 //! order the rows came, so the plan is the one a single thread makes.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use super::filter::ScopeFilter;
@@ -58,12 +59,26 @@ struct Worker {
     thread: JoinHandle<()>,
 }
 
-/// Rows collected into chunks; the worker starts with the first full chunk, so a small
-/// plan (a test, provisioning on demand) starts no thread.
+/// A chunk on its way: worked out in place already, or by the worker (whose results come
+/// back in the order the chunks were sent).
+enum Pending {
+    Here(Vec<Done>),
+    Worker,
+}
+
+/// Chunks on their way before the caller waits for the oldest: bounds the results held
+/// while the worker is slow.
+const PENDING: usize = 8;
+
+/// Rows collected into chunks, worked out on both threads: a chunk goes to the worker
+/// when its queue has room, and is worked out in place otherwise, so neither thread idles
+/// while the other has work. The worker starts with the first full chunk, so a small plan
+/// (a test, provisioning on demand) starts no thread.
 pub(super) struct Pipeline {
     context: Context,
     chunk: Vec<FreshRow>,
     worker: Option<Worker>,
+    pending: VecDeque<Pending>,
 }
 
 impl Pipeline {
@@ -72,37 +87,83 @@ impl Pipeline {
             context,
             chunk: Vec::new(),
             worker: None,
+            pending: VecDeque::new(),
         }
     }
 
-    /// Queues a row; returns the results the worker has finished so far, in row order.
+    /// Queues a row; returns the results finished so far, in row order.
     pub(super) fn push(&mut self, row: FreshRow) -> Vec<Done> {
         self.chunk.push(row);
         if self.chunk.len() < CHUNK {
             return Vec::new();
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.hand_over(chunk);
+        self.ready(self.pending.len() >= PENDING)
+    }
+
+    /// Sends a chunk to the worker, or works it out here when the worker's queue is full
+    /// (or the worker is gone: it panicked, and `finish` says so).
+    fn hand_over(&mut self, chunk: Vec<FreshRow>) {
         let worker = self
             .worker
             .get_or_insert_with(|| spawn(self.context.clone()));
-        if worker.jobs.send(chunk).is_err() {
-            // the worker is gone: it panicked, and `finish` says so
-            return Vec::new();
+        let pending = match worker.jobs.try_send(chunk) {
+            Ok(()) => Pending::Worker,
+            Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => {
+                Pending::Here(self.context.run(chunk))
+            }
+        };
+        self.pending.push_back(pending);
+    }
+
+    /// The results at the front of the queue that are finished (`wait`: the oldest one
+    /// at least, waiting for it).
+    fn ready(&mut self, mut wait: bool) -> Vec<Done> {
+        let mut out = Vec::new();
+        while let Some(front) = self.pending.front_mut() {
+            let done = match front {
+                Pending::Here(done) => std::mem::take(done),
+                Pending::Worker => {
+                    let Some(worker) = &self.worker else { break };
+                    let received = match wait {
+                        true => worker.done.recv().ok(),
+                        false => worker.done.try_recv().ok(),
+                    };
+                    match received {
+                        Some(done) => done,
+                        None => break,
+                    }
+                }
+            };
+            self.pending.pop_front();
+            out.extend(done);
+            wait = false;
         }
-        worker.done.try_iter().flatten().collect()
+        out
     }
 
     /// Every remaining result, in row order, once the worker is done.
     pub(super) fn finish(mut self) -> Vec<Done> {
         let chunk = std::mem::take(&mut self.chunk);
-        let Some(Worker { jobs, done, thread }) = self.worker else {
+        if self.worker.is_none() {
             return self.context.run(chunk);
-        };
-        let _ = jobs.send(chunk);
-        drop(jobs);
-        let out = done.iter().flatten().collect();
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
+        }
+        self.pending
+            .push_back(Pending::Here(self.context.run(chunk)));
+        let mut out = Vec::new();
+        while !self.pending.is_empty() {
+            let before = self.pending.len();
+            out.extend(self.ready(true));
+            if self.pending.len() == before {
+                break; // the worker is gone: its panic is raised below
+            }
+        }
+        if let Some(Worker { jobs, thread, .. }) = self.worker.take() {
+            drop(jobs);
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
         out
     }
@@ -163,7 +224,7 @@ mod tests {
     /// mirror, but for the fingerprints the rows carry.
     #[test]
     fn rows_worked_out_on_the_pipeline_plan_like_the_whole_mirror() {
-        let m = mirror(CHUNK * 3 + 100);
+        let m = mirror(CHUNK * 12 + 100);
         let mapping = Mapping::default();
         let held = BTreeSet::from(["u00010".to_string()]);
         let o = PlanOptions {
@@ -190,7 +251,7 @@ mod tests {
             Planner::new(&m, &snapshot.groups, &mapping, &held, &o).with_scope_filter(filter);
         let fingerprint = rows.fingerprint;
         for (id, u) in &m.users {
-            rows.user_row(&UserRow {
+            rows.user_row(UserRow {
                 id: id.clone(),
                 props: Some(Value::Object(u.props.clone()).to_string()),
                 soft_deleted: u.soft_deleted,

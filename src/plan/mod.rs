@@ -180,9 +180,7 @@ impl<'a> Planner<'a> {
 
     /// What this plan decided about a user (nothing, for a user it does not plan).
     fn decided(&self, id: &str) -> Decided {
-        let mut d = self.candidates.get(id).copied().unwrap_or_default();
-        d.active |= !self.assumed.is_empty() && self.assumed.contains(id);
-        d
+        decided(&self.candidates, &self.assumed, id)
     }
 
     /// Records a decision about a candidate (only candidates are planned into HERE).
@@ -280,7 +278,7 @@ impl<'a> Planner<'a> {
 
     /// Plans one user as the state stores it; a settled user ([`Planner::settled`]) needs
     /// nothing but bookkeeping: no parsing, no mapping.
-    pub fn user_row(&mut self, row: &UserRow) {
+    pub fn user_row(&mut self, row: UserRow) {
         self.rows += 1;
         if row.pushed.is_none() {
             return self.fresh_row(row);
@@ -324,8 +322,8 @@ impl<'a> Planner<'a> {
 
     /// A user HERE does not have: only a candidate Entra has (not soft-deleted) can come
     /// to anything, and is worked out on the pipeline.
-    fn fresh_row(&mut self, row: &UserRow) {
-        let Some(props) = row.props.as_deref() else {
+    fn fresh_row(&mut self, row: UserRow) {
+        let Some(props) = row.props else {
             return;
         };
         if row.soft_deleted || !self.candidates.contains_key(row.id.as_str()) {
@@ -341,8 +339,8 @@ impl<'a> Planner<'a> {
             .get_or_insert_with(|| Pipeline::new(context()));
         let done = pipeline.push(FreshRow {
             seq: self.rows,
-            id: row.id.clone(),
-            props: props.to_string(),
+            id: row.id,
+            props,
         });
         self.apply(done);
     }
@@ -481,6 +479,17 @@ fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Dec
         }
     }
     out
+}
+
+/// What a plan decided about a user, from its candidates and the users assumed active.
+fn decided(
+    candidates: &FxHashMap<&str, Decided>,
+    assumed: &FxHashSet<String>,
+    id: &str,
+) -> Decided {
+    let mut d = candidates.get(id).copied().unwrap_or_default();
+    d.active |= !assumed.is_empty() && assumed.contains(id);
+    d
 }
 
 /// The fingerprint of a user's properties (`props_hash`) under everything else that shapes

@@ -116,13 +116,13 @@ impl State {
         &self,
         ids: &[String],
         total: usize,
-        mut f: impl FnMut(&UserRow),
+        mut f: impl FnMut(UserRow),
     ) -> Result<()> {
         if ids.len() * LOOKUP_SHARE > total {
             let wanted: rustc_hash::FxHashSet<&str> = ids.iter().map(String::as_str).collect();
             return self.for_each_user_row(|row| {
                 if wanted.contains(row.id.as_str()) {
-                    f(&row)
+                    f(row)
                 }
             });
         }
@@ -145,7 +145,7 @@ impl State {
             .map_err(err)?
             .unwrap_or((None, false));
             let pushed = lookup(&mut pushed, id, |r| pushed_row_at(r, 0)).map_err(err)?;
-            f(&UserRow {
+            f(UserRow {
                 id: id.clone(),
                 props,
                 soft_deleted,
@@ -313,7 +313,7 @@ mod tests {
         let ids = vec!["a".to_string(), "c".to_string(), "d".to_string()];
         let collect = |total| {
             let mut rows = Vec::new();
-            s.for_each_user_row_in(&ids, total, |r| rows.push(r.clone()))
+            s.for_each_user_row_in(&ids, total, |r| rows.push(r))
                 .unwrap();
             rows.sort_by(|x, y| x.id.cmp(&y.id));
             rows
