@@ -104,6 +104,7 @@ impl GraphClient {
     pub async fn get(&self, url: &str, prefer_minimal: bool) -> Result<Value, GraphError> {
         let mut refreshed = false;
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let token = self.tokens.token().await?;
@@ -133,10 +134,12 @@ impl GraphClient {
             };
             let status = resp.status();
             if status.is_success() {
-                return resp.json().await.map_err(|e| GraphError::Malformed {
+                let page = resp.json().await.map_err(|e| GraphError::Malformed {
                     url: strip_query(url),
                     detail: e.without_url().to_string(),
                 });
+                tracing::trace!(url = %strip_query(url), elapsed_ms = started.elapsed().as_millis() as u64, "Graph page read");
+                return page;
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;

@@ -218,6 +218,7 @@ impl ScimClient {
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             self.count(&method, path.trim_start_matches('/'));
+            let sent = std::time::Instant::now();
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < self.retry.attempts => {
@@ -246,6 +247,7 @@ impl ScimClient {
                 detail: e.without_url().to_string(),
             })?;
             let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+            tracing::trace!(method = %method, path = %shown, status = status.as_u16(), elapsed_us = sent.elapsed().as_micros() as u64, "SCIM answer");
             if status.is_success() {
                 return Ok((status, json));
             }
