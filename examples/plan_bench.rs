@@ -18,7 +18,7 @@ use entra_here_sync::config::GroupMembers;
 use entra_here_sync::demo::{peak_rss_mb, upn, user_props};
 use entra_here_sync::mapping::{AttrText, Mapping};
 use entra_here_sync::plan::{Op, Plan, PlanOptions, Planner};
-use entra_here_sync::state::{MirrorData, MirrorGroup, PushedRow, SnapGroup, UserRow};
+use entra_here_sync::state::{fingerprint, MirrorData, MirrorGroup, PushedRow, SnapGroup, UserRow};
 
 fn user_id(i: usize) -> String {
     format!("{i:08x}-0000-4000-8000-000000000000")
@@ -70,11 +70,16 @@ impl Spent {
 /// Every row, as the state would hand them over (built before the clock starts).
 fn rows(users: usize, pushed: impl Fn(usize) -> Option<PushedRow>) -> Vec<UserRow> {
     (0..users)
-        .map(|i| UserRow {
-            id: user_id(i),
-            props: Some(props_text(i)),
-            soft_deleted: false,
-            pushed: pushed(i),
+        .map(|i| {
+            let props = props_text(i);
+            UserRow {
+                id: user_id(i),
+                // stored with the text, as the mirror stores it
+                props_hash: Some(fingerprint(&props) as i64),
+                props: Some(props),
+                soft_deleted: false,
+                pushed: pushed(i),
+            }
         })
         .collect()
 }
@@ -168,6 +173,9 @@ fn main() {
         |_| None,
     );
     report("initial plan", &plan, &spent, users, before);
+    if std::env::var_os("INITIAL_ONLY").is_some() {
+        std::process::exit(0);
+    }
 
     // What the state holds once HERE acknowledged that plan. The plan is consumed, so its
     // attributes move here rather than being copied.

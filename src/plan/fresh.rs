@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use super::filter::ScopeFilter;
-use super::source_hash;
+use super::source_of;
 use super::user::Fresh;
 use crate::mapping::Mapping;
 
@@ -23,6 +23,10 @@ const QUEUED: usize = 2;
 pub(super) struct FreshRow {
     /// The row's position in the stream (orders what is skipped).
     pub(super) seq: usize,
+    /// Its candidate slot (see [`super::candidates`]).
+    pub(super) slot: u32,
+    /// The fingerprint of `props`.
+    pub(super) props_hash: i64,
     pub(super) id: String,
     pub(super) props: String,
 }
@@ -45,7 +49,7 @@ impl Context {
         rows.into_iter()
             .map(|row| {
                 let fresh = Fresh::of(&sorted, &self.filter, &row.id, &row.props);
-                let source = source_hash(&row.props, self.fingerprint);
+                let source = source_of(row.props_hash, self.fingerprint);
                 (row, fresh, source)
             })
             .collect()
@@ -254,6 +258,7 @@ mod tests {
             rows.user_row(UserRow {
                 id: id.clone(),
                 props: Some(Value::Object(u.props.clone()).to_string()),
+                props_hash: None,
                 soft_deleted: u.soft_deleted,
                 pushed: None,
             });
@@ -265,7 +270,8 @@ mod tests {
             } = op
             {
                 let text = Value::Object(m.users[entra_id.as_str()].props.clone()).to_string();
-                assert_eq!(source.take(), Some(source_hash(&text, fingerprint)));
+                let hash = crate::state::fingerprint(&text) as i64;
+                assert_eq!(source.take(), Some(source_of(hash, fingerprint)));
             }
         }
         assert!(whole.ops.len() > CHUNK && whole.skipped.len() > 10 && whole.held == 1);

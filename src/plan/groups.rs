@@ -3,10 +3,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde_json::Value;
 
-use super::{decided, diff, managed, scope, Decided, Op, Planner};
+use super::candidates::Candidates;
+use super::{decided, diff, managed, scope, Op, Planner};
 use crate::config::GroupMembers;
 use crate::mapping::Mapping;
 use crate::state::{MirrorData, MirrorGroup, SkippedRow, SnapGroup};
@@ -23,7 +24,7 @@ struct View<'p, 'a> {
     mapping: &'a Mapping,
     held: &'a BTreeSet<String>,
     members: GroupMembers,
-    candidates: &'p FxHashMap<&'a str, Decided>,
+    candidates: &'p Candidates<'a>,
     assumed: &'p FxHashSet<String>,
 }
 

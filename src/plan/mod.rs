@@ -3,6 +3,7 @@
 //! Desired state is recomputed from the mirror every cycle, so an interrupted or failed
 //! push needs no recovery: the next plan contains whatever is still missing.
 
+mod candidates;
 pub mod filter;
 mod fresh;
 mod groups;
@@ -14,7 +15,7 @@ mod user;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde_json::Value;
 
 use crate::config::GroupMembers;
@@ -23,6 +24,7 @@ use crate::state::{
     fingerprint, MirrorData, MirrorKey, MirrorUser, PushedRow, SkippedRow, SnapGroup, SnapUser,
     Snapshot, UserKey, UserRow,
 };
+use candidates::Candidates;
 use fresh::{Done, FreshRow, Pipeline};
 pub use op::{Change, Op, Stage};
 use user::{deactivate, desired, user_op, Fresh};
@@ -108,9 +110,8 @@ pub struct Planner<'a> {
     user_mapping: SortedMapping<'a>,
     held: &'a BTreeSet<String>,
     options: &'a PlanOptions,
-    /// Users assigned directly or through an assigned group (existence checked per user),
-    /// ids borrowed from the mirror, with what this plan decided about them.
-    candidates: FxHashMap<&'a str, Decided>,
+    /// Users assigned directly or through an assigned group, with what this plan decided.
+    candidates: Candidates<'a>,
     /// Users declared active without being planned ([`Planner::assume_active`]).
     assumed: FxHashSet<String>,
     managers: Vec<ManagerRef>,
@@ -140,7 +141,7 @@ impl<'a> Planner<'a> {
         options: &'a PlanOptions,
     ) -> Planner<'a> {
         Planner {
-            candidates: candidates(mirror, options.group_members),
+            candidates: Candidates::of(mirror, options.group_members),
             mirror,
             snapshot_groups,
             mapping,
@@ -203,7 +204,7 @@ impl<'a> Planner<'a> {
         if soft_deleted {
             return Some(OutOfScope::SoftDeleted);
         }
-        if !self.candidates.contains_key(id) {
+        if !self.candidates.contains(id) {
             return Some(OutOfScope::NotAssigned);
         }
         filtered(&self.filter, props).then_some(OutOfScope::Filtered)
@@ -233,7 +234,7 @@ impl<'a> Planner<'a> {
     /// active and not in escrow. `false`: plan them from their row ([`Planner::user_row`]).
     pub fn settled(&mut self, key: &UserKey<'_>) -> bool {
         let pushed_active = key.pushed.is_some_and(|p| p.active);
-        if !pushed_active && !self.candidates.contains_key(key.id) {
+        if !pushed_active && !self.candidates.contains(key.id) {
             return true;
         }
         let (Some(mirror), Some(have)) = (key.mirror, key.pushed) else {
@@ -283,7 +284,7 @@ impl<'a> Planner<'a> {
         if row.pushed.is_none() {
             return self.fresh_row(row);
         }
-        let props_hash = row.props.as_deref().map(|text| fingerprint(text) as i64);
+        let props_hash = row_hash(&row);
         let key = UserKey {
             id: &row.id,
             mirror: row.props.as_deref().map(|text| MirrorKey {
@@ -326,9 +327,9 @@ impl<'a> Planner<'a> {
         let Some(props) = row.props else {
             return;
         };
-        if row.soft_deleted || !self.candidates.contains_key(row.id.as_str()) {
+        let Some(slot) = self.candidates.slot(&row.id).filter(|_| !row.soft_deleted) else {
             return;
-        }
+        };
         let context = || fresh::Context {
             mapping: self.mapping.clone(),
             filter: self.filter.clone(),
@@ -339,6 +340,8 @@ impl<'a> Planner<'a> {
             .get_or_insert_with(|| Pipeline::new(context()));
         let done = pipeline.push(FreshRow {
             seq: self.rows,
+            slot,
+            props_hash: row.props_hash.unwrap_or_else(|| fingerprint(&props) as i64),
             id: row.id,
             props,
         });
@@ -354,6 +357,7 @@ impl<'a> Planner<'a> {
                 Fresh::New(new) => {
                     if self.place(
                         &row.id,
+                        Some(row.slot),
                         new.active,
                         &new.user_name,
                         new.manager.as_ref(),
@@ -368,16 +372,20 @@ impl<'a> Planner<'a> {
 
     /// Records what the plan wants for an in-scope user: whether active, the manager
     /// reference. `false` when the user waits in escrow (no operation, then).
+    /// `slot`: the user's candidate slot, when known.
     fn place(
         &mut self,
         id: &str,
+        slot: Option<u32>,
         active: bool,
         user_name: &str,
         manager: Option<&String>,
         pushed: Option<&SnapUser>,
     ) -> bool {
-        if active {
-            self.decide(id, |d| d.active = true);
+        match (active, slot) {
+            (true, Some(slot)) => self.candidates.at(slot).active = true,
+            (true, None) => self.decide(id, |d| d.active = true),
+            (false, _) => {}
         }
         if self.hold(id) {
             return false;
@@ -424,7 +432,7 @@ impl<'a> Planner<'a> {
             }
         };
         let (active, manager) = (want.active, want.manager.as_ref());
-        if self.place(id, active, &want.user_name, manager, pushed) {
+        if self.place(id, None, active, &want.user_name, manager, pushed) {
             let op = user_op(id, want, pushed, self.mapping, self.source);
             self.out.ops.extend(op);
         }
@@ -459,35 +467,9 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Users assigned directly or through an assigned group, borrowed from the mirror (see
-/// [`scope_candidates`]), nothing decided yet.
-fn candidates(mirror: &MirrorData, members: GroupMembers) -> FxHashMap<&str, Decided> {
-    let mut out = FxHashMap::default();
-    let groups = mirror
-        .assigned_groups
-        .iter()
-        .filter_map(|g| mirror.groups.get(g));
-    out.reserve(mirror.assigned_users.len() + groups.map(|g| g.user_members.len()).sum::<usize>());
-    for id in &mirror.assigned_users {
-        out.insert(id.as_str(), Decided::default());
-    }
-    for gid in &mirror.assigned_groups {
-        if let Some(group) = mirror.groups.get(gid) {
-            scope::for_each_group_user(mirror, gid, group, members, |id| {
-                out.insert(id, Decided::default());
-            });
-        }
-    }
-    out
-}
-
 /// What a plan decided about a user, from its candidates and the users assumed active.
-fn decided(
-    candidates: &FxHashMap<&str, Decided>,
-    assumed: &FxHashSet<String>,
-    id: &str,
-) -> Decided {
-    let mut d = candidates.get(id).copied().unwrap_or_default();
+fn decided(candidates: &Candidates<'_>, assumed: &FxHashSet<String>, id: &str) -> Decided {
+    let mut d = candidates.get(id);
     d.active |= !assumed.is_empty() && assumed.contains(id);
     d
 }
@@ -498,9 +480,10 @@ fn source_of(props_hash: i64, context: u64) -> i64 {
     props_hash ^ context.rotate_left(1) as i64
 }
 
-/// [`source_of`] a user's properties text.
-fn source_hash(props: &str, context: u64) -> i64 {
-    source_of(fingerprint(props) as i64, context)
+/// The fingerprint of a row's properties: the one stored with them, else computed.
+fn row_hash(row: &UserRow) -> Option<i64> {
+    let text = row.props.as_deref()?;
+    Some(row.props_hash.unwrap_or_else(|| fingerprint(text) as i64))
 }
 
 /// The manager id in stored properties, without parsing them: they are compact JSON that

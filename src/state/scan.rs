@@ -129,7 +129,9 @@ impl State {
         let err = |e| self.err(e);
         let mut mirror = self
             .conn
-            .prepare_cached("SELECT props, soft_deleted FROM mirror_users WHERE id = ?1")
+            .prepare_cached(
+                "SELECT props, soft_deleted, props_hash FROM mirror_users WHERE id = ?1",
+            )
             .map_err(err)?;
         let mut pushed = self
             .conn
@@ -139,15 +141,16 @@ impl State {
             )
             .map_err(err)?;
         for id in ids {
-            let (props, soft_deleted) = lookup(&mut mirror, id, |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0))
+            let (props, soft_deleted, props_hash) = lookup(&mut mirror, id, |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
             })
             .map_err(err)?
-            .unwrap_or((None, false));
+            .unwrap_or((None, false, None));
             let pushed = lookup(&mut pushed, id, |r| pushed_row_at(r, 0)).map_err(err)?;
             f(UserRow {
                 id: id.clone(),
                 props,
+                props_hash,
                 soft_deleted,
                 pushed,
             });
@@ -324,6 +327,11 @@ mod tests {
         assert_eq!(got, ["a", "c", "d"]);
         assert!(looked_up[0].props.is_none() && looked_up[0].pushed.is_some());
         assert!(looked_up[2].soft_deleted && looked_up[2].pushed.is_none());
+        for row in &looked_up {
+            let text = row.props.as_deref().map(|t| fingerprint(t) as i64);
+            assert_eq!(row.props_hash, text, "a row carries its text's stored fingerprint");
+        }
+        assert!(looked_up[1].props_hash.is_some());
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct UserRow {
     pub id: String,
     /// The mirrored Entra properties (JSON text), when Entra has the user.
     pub props: Option<String>,
+    /// The fingerprint of `props` the mirror stored with them ([`super::fingerprint`]):
+    /// the planner need not hash the text again. `None`: not stored (it is computed).
+    pub props_hash: Option<i64>,
     pub soft_deleted: bool,
     pub pushed: Option<PushedRow>,
 }
@@ -228,10 +231,10 @@ impl State {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT m.id, m.props, m.soft_deleted, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash
+                "SELECT m.id, m.props, m.soft_deleted, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash, m.props_hash
                  FROM mirror_users m LEFT JOIN snapshot_users s ON s.entra_id = m.id
                  UNION ALL
-                 SELECT s.entra_id, NULL, 0, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash
+                 SELECT s.entra_id, NULL, 0, s.scim_id, s.user_name, s.active, s.attrs, s.manager, s.source_hash, NULL
                  FROM snapshot_users s
                  WHERE NOT EXISTS (SELECT 1 FROM mirror_users m WHERE m.id = s.entra_id)",
             )
@@ -245,6 +248,7 @@ impl State {
             f(UserRow {
                 id: r.get(0).map_err(err)?,
                 props: r.get(1).map_err(err)?,
+                props_hash: r.get(9).map_err(err)?,
                 soft_deleted: r.get::<_, i64>(2).unwrap_or(0) != 0,
                 pushed,
             });
