@@ -173,9 +173,6 @@ fn main() {
         |_| None,
     );
     report("initial plan", &plan, &spent, users, before);
-    if std::env::var_os("INITIAL_ONLY").is_some() {
-        std::process::exit(0);
-    }
 
     // What the state holds once HERE acknowledged that plan. The plan is consumed, so its
     // attributes move here rather than being copied.
