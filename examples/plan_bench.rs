@@ -7,9 +7,10 @@
 //! `cargo run --release --example plan_bench -- USERS GROUPS` prints the planner's own
 //! time and the RSS before and at the peak of each plan: an initial plan (empty snapshot)
 //! and a no-change plan (everything acknowledged). The rows are built before the clock
-//! starts and held (their memory is in "before"); the time runs from `Planner::new` to
-//! `finish`, which waits for the second thread the planner works out new users on. CPU
-//! time is the process's, over every thread.
+//! starts (their memory is in "before") and handed over one by one, as the state hands
+//! them over; the time runs from `Planner::new` to `finish`, which waits for the threads
+//! the planner works out new users and groups on. CPU time is the process's, over every
+//! thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -85,7 +86,7 @@ fn rows(users: usize, pushed: impl Fn(usize) -> Option<PushedRow>) -> Vec<UserRo
 }
 
 /// Streams `users` rows through a new planner; returns the plan, the time from
-/// `Planner::new` to `finish` (a second thread's work included: `finish` waits for it),
+/// `Planner::new` to `finish` (its other threads' work included: `finish` waits for it),
 /// and the RSS before the plan (the rows included).
 fn timed_plan(
     new: impl FnOnce() -> Planner<'static>,

@@ -1,8 +1,9 @@
-//! Users HERE does not have yet, worked out on a second thread. A tenant's initial plan
+//! Users HERE does not have yet, worked out on two threads. A tenant's initial plan
 //! creates every user, and parsing, mapping and writing the attribute text of each is
-//! most of its work; it needs nothing of the planner but the mapping and the filter, so
-//! it runs while the caller reads the next rows. The planner applies the results in the
-//! order the rows came, so the plan is the one a single thread makes.
+//! most of its work; it needs nothing of the planner but the mapping and the filter, so a
+//! worker does it while the caller reads the next rows, and the caller does a chunk
+//! itself whenever the worker is behind. The planner applies the results in the order the
+//! rows came, so the plan is the one a single thread makes.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -16,7 +17,7 @@ use crate::mapping::Mapping;
 /// Rows handed over at a time: enough to make a hand-over cheap, few enough to hold.
 const CHUNK: usize = 512;
 
-/// Chunks waiting for the worker before the caller waits: bounds the rows held.
+/// Chunks waiting for the worker; with more, the caller works a chunk out itself.
 const QUEUED: usize = 2;
 
 /// A candidate HERE does not have, as the planner read it.

@@ -121,7 +121,7 @@ pub struct Planner<'a> {
     fingerprint: u64,
     /// The fingerprint of the user being planned, for its create/update operation.
     source: Option<i64>,
-    /// Candidates HERE does not have, worked out on a second thread ([`fresh`]).
+    /// Candidates HERE does not have, worked out on two threads ([`fresh`]).
     pipeline: Option<Pipeline>,
     /// Rows seen so far: a row's position, so results that come back from the pipeline
     /// take their place among the skipped rows.
@@ -277,7 +277,8 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Plans one user as the state stores it; a settled user ([`Planner::settled`]) needs
+    /// Plans one user as the state stores it (taken, so a new user's text moves to the
+    /// thread that works it out); a settled user ([`Planner::settled`]) needs
     /// nothing but bookkeeping: no parsing, no mapping.
     pub fn user_row(&mut self, row: UserRow) {
         self.rows += 1;
@@ -324,10 +325,10 @@ impl<'a> Planner<'a> {
     /// A user HERE does not have: only a candidate Entra has (not soft-deleted) can come
     /// to anything, and is worked out on the pipeline.
     fn fresh_row(&mut self, row: UserRow) {
-        let Some(props) = row.props else {
+        let Some(slot) = self.candidates.slot(&row.id).filter(|_| !row.soft_deleted) else {
             return;
         };
-        let Some(slot) = self.candidates.slot(&row.id).filter(|_| !row.soft_deleted) else {
+        let (Some(props_hash), Some(props)) = (row_hash(&row), row.props) else {
             return;
         };
         let context = || fresh::Context {
@@ -341,7 +342,7 @@ impl<'a> Planner<'a> {
         let done = pipeline.push(FreshRow {
             seq: self.rows,
             slot,
-            props_hash: row.props_hash.unwrap_or_else(|| fingerprint(&props) as i64),
+            props_hash,
             id: row.id,
             props,
         });

@@ -329,7 +329,10 @@ mod tests {
         assert!(looked_up[2].soft_deleted && looked_up[2].pushed.is_none());
         for row in &looked_up {
             let text = row.props.as_deref().map(|t| fingerprint(t) as i64);
-            assert_eq!(row.props_hash, text, "a row carries its text's stored fingerprint");
+            assert_eq!(
+                row.props_hash, text,
+                "a row carries its text's stored fingerprint"
+            );
         }
         assert!(looked_up[1].props_hash.is_some());
     }
