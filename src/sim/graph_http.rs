@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::sim::graph::{GraphRequest, Shared, DEFAULT_TOKEN_TTL};
 use crate::sim::graph_delta::{delta, parse_select, project};
 use crate::sim::graph_tenant::{Res, Tenant};
-use crate::sim::{b64url_decode, lock, parse_query, percent_decode, respond};
+use crate::sim::{answer_after, b64url_decode, lock, parse_query, percent_decode, respond};
 
 const ODATA_JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 const TOKEN_JSON: &str = "application/json; charset=utf-8";
@@ -92,9 +92,17 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let latency = lock(&shared.tenant).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
+    answer_after(latency, || answer(&shared, &method, &uri, &headers, &body)).await
+}
+
+/// One request's answer, worked out at once; [`handle`] holds it back until its time.
+fn answer(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let query = parse_query(uri.query());
     let header = |n: &str| {
         headers
@@ -106,11 +114,11 @@ async fn handle(
     let mut reply = route(
         &mut t,
         &shared.base_url,
-        &method,
+        method,
         uri.path(),
         &query,
-        &headers,
-        &body,
+        headers,
+        body,
     );
     let minimal = header("prefer").is_some_and(|p| p.contains("return=minimal"));
     if minimal && reply.status == 200 && uri.path().contains("delta") {

@@ -65,6 +65,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Answers `latency_ms` after the request arrived. The fake's own work happens inside that
+/// time, as a real server's does, so a benchmark's round trip is the configured latency
+/// rather than latency plus the fake's bookkeeping; a write still lands when its answer is
+/// lost to a client that gave up waiting.
+pub(crate) async fn answer_after(latency_ms: u64, answer: impl FnOnce() -> Response) -> Response {
+    let at = std::time::Instant::now() + std::time::Duration::from_millis(latency_ms);
+    let response = answer();
+    if latency_ms > 0 {
+        sleep_until_precisely(at).await;
+    }
+    response
+}
+
+/// tokio's timer ticks in whole milliseconds and wakes up to one late, which would add
+/// ~1 ms to every simulated round trip; the last stretch is slept on a blocking thread,
+/// which the OS wakes within microseconds.
+async fn sleep_until_precisely(at: std::time::Instant) {
+    const COARSE_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
+    if let Some(coarse) = at.checked_sub(COARSE_SLACK) {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    let rest = at.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        // a failed join only means the runtime is shutting down: answer at once
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 /// SplitMix64: a tiny deterministic PRNG so ids, tokens and fault decisions repeat run to run.
 pub(crate) struct Rng(u64);
 

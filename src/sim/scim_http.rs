@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::sim::scim::{Kind, ScimError, ScimRequest, ScimShared, BASE_PATH};
 use crate::sim::scim_meta;
 use crate::sim::scim_store::{project, Store};
-use crate::sim::{lock, parse_query, percent_decode, respond};
+use crate::sim::{answer_after, lock, parse_query, percent_decode, respond};
 
 const SCIM_JSON: &str = "application/scim+json";
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
@@ -54,9 +53,17 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let latency = lock(&shared.store).faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
+    answer_after(latency, || answer(&shared, &method, &uri, &headers, &body)).await
+}
+
+/// One request's answer, worked out at once; [`handle`] holds it back until its time.
+fn answer(
+    shared: &ScimShared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let query = parse_query(uri.query());
     let full = uri.path();
     let rel = full
@@ -71,7 +78,7 @@ async fn handle(
     let parsed: Result<Option<Value>, ScimError> = if body.is_empty() {
         Ok(None)
     } else {
-        serde_json::from_slice(&body).map(Some).map_err(|_| {
+        serde_json::from_slice(body).map(Some).map_err(|_| {
             ScimError::new(
                 400,
                 Some("invalidSyntax"),
@@ -90,7 +97,7 @@ async fn handle(
     let under_base = rel.map(|_| segs.as_slice());
     let outcome = serve(
         &mut s,
-        &method,
+        method,
         authorized,
         under_base,
         &query,

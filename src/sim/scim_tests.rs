@@ -1,5 +1,5 @@
 //! Loopback tests of the fake SCIM service: create/409/filter, PATCH paths and atomicity,
-//! group membership, Bulk with bulkId references, faults and the request log.
+//! group membership, Bulk with bulkId references, faults, latency and the request log.
 
 use std::collections::BTreeSet;
 
@@ -509,4 +509,19 @@ async fn faults_and_request_log() {
     assert_eq!(log[3].resource_type.as_deref(), Some("Users"));
     c.sim.clear_log();
     assert!(c.sim.request_log().is_empty());
+    // the latency holds the answer back, not the work: a client that stops waiting has
+    // still created the user (its retry must meet 409 and adopt)
+    c.sim.set_faults(ScimFaults {
+        latency_ms: 5_000,
+        ..Default::default()
+    });
+    let late = json!({"schemas": [USER], "userName": "late@x.com"});
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        c.call("POST", "/Users", Some(late)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "answered before its latency");
+    assert!(c.sim.find_user("late@x.com").is_some());
+    c.sim.set_faults(ScimFaults::default());
 }
