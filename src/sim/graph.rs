@@ -54,7 +54,7 @@ pub struct GraphFaults {
     pub token_ttl_secs: Option<u64>,
     /// Serve N delta pages, then answer 500 to every further nextLink page (mid-read failure).
     pub fail_delta_after_pages: Option<usize>,
-    /// Sleep before answering each request (outside any lock).
+    /// Answer each request this long after it arrived (the fake's own work included).
     pub latency_ms: u64,
     /// Entries per delta page for users and groups (defaults 4 and 2); member slices stay at 5.
     pub page_size: Option<usize>,

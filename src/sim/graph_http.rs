@@ -481,13 +481,15 @@ pub(crate) fn paged(
     link_base: &str,
     ctx: &str,
 ) -> Reply {
-    paged_with(&vals, Value::clone, q, base, link_base, ctx)
+    paged_with(&vals, |_| true, Value::clone, q, base, link_base, ctx)
 }
 
-/// [`paged`] over items rendered only when they are on the requested page (a large
-/// listing read page by page would otherwise cost the whole listing per page).
+/// [`paged`] over the items `keep` admits, rendered only when they are on the requested
+/// page; the skip token holds a position in `vals`, so a page costs its own items rather
+/// than the whole listing (as a server's cursor does).
 pub(crate) fn paged_with<T>(
     vals: &[T],
+    keep: impl Fn(&T) -> bool,
     render: impl Fn(&T) -> Value,
     q: &BTreeMap<String, String>,
     base: &str,
@@ -507,31 +509,40 @@ pub(crate) fn paged_with<T>(
     };
     let (start, size) = match q.get("$skiptoken") {
         None => (0, top),
-        Some(tok) => {
-            let parsed = b64url_decode(tok)
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    let mut parts = s.strip_prefix("o:")?.split(':');
-                    let start = parts.next()?.parse::<usize>().ok()?;
-                    let size = parts
-                        .next()
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .unwrap_or(LIST_PAGE);
-                    Some((start, size))
-                });
-            match parsed {
-                Some(p) => p,
-                None => return gerr(400, "Request_BadRequest", "Invalid skip token."),
-            }
-        }
+        Some(tok) => match parse_skip_token(tok) {
+            Some(p) => p,
+            None => return gerr(400, "Request_BadRequest", "Invalid skip token."),
+        },
     };
-    let page: Vec<Value> = vals.iter().skip(start).take(size).map(render).collect();
+    let mut kept = vals.iter().enumerate().skip(start).filter(|(_, v)| keep(v));
+    let page: Vec<Value> = kept.by_ref().take(size).map(|(_, v)| render(v)).collect();
     let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{ctx}"), "value": page});
-    if start + size < vals.len() {
-        let tok = crate::sim::b64url(format!("o:{}:{size}", start + size).as_bytes());
-        body["@odata.nextLink"] = json!(format!("{link_base}?$skiptoken={tok}"));
+    if let Some((next, _)) = kept.next() {
+        // Graph's nextLinks keep the request's other options (`$select` above all)
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in q
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "$top" | "$skiptoken"))
+        {
+            query.append_pair(k, v);
+        }
+        let tok = crate::sim::b64url(format!("o:{next}:{size}").as_bytes());
+        query.append_pair("$skiptoken", &tok);
+        body["@odata.nextLink"] = json!(format!("{link_base}?{}", query.finish()));
     }
     Reply::ok(body)
+}
+
+/// `(position, page size)` from a skip token minted by [`paged_with`].
+fn parse_skip_token(tok: &str) -> Option<(usize, usize)> {
+    let text = String::from_utf8(b64url_decode(tok)?).ok()?;
+    let mut parts = text.strip_prefix("o:")?.split(':');
+    let start = parts.next()?.parse::<usize>().ok()?;
+    let size = parts
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(LIST_PAGE);
+    Some((start, size))
 }
 
 fn sp_object(t: &Tenant, base: &str) -> Value {
@@ -588,11 +599,9 @@ fn service_principal(t: &Tenant, base: &str, p: &[String], q: &BTreeMap<String, 
     match rest {
         [] => Reply::ok(sp_object(t, base)),
         [r] if r.eq_ignore_ascii_case("appRoleAssignedTo") => {
-            let live: Vec<_> = t
-                .assignments
-                .iter()
-                .filter(|a| t.users.get(&a.principal_id).is_none_or(|u| !u.deleted))
-                .collect();
+            let live = |a: &crate::sim::graph_tenant::Assignment| {
+                t.users.get(&a.principal_id).is_none_or(|u| !u.deleted)
+            };
             // `$select` is honoured, as Graph does (a page of 999 then costs a third)
             let select: Option<Vec<String>> = q.get("$select").map(|s| {
                 s.split(',')
@@ -604,7 +613,7 @@ fn service_principal(t: &Tenant, base: &str, p: &[String], q: &BTreeMap<String, 
                     .as_ref()
                     .is_none_or(|s| s.iter().any(|p| p.eq_ignore_ascii_case(k)))
             };
-            let render = |a: &&crate::sim::graph_tenant::Assignment| {
+            let render = |a: &crate::sim::graph_tenant::Assignment| {
                 let fields: [(&str, &dyn Fn() -> Value); 9] = [
                     ("id", &|| json!(a.id)),
                     ("deletedDateTime", &|| Value::Null),
@@ -623,7 +632,8 @@ fn service_principal(t: &Tenant, base: &str, p: &[String], q: &BTreeMap<String, 
             };
             let link_base = format!("{base}/v1.0/{}", p.join("/"));
             paged_with(
-                &live,
+                &t.assignments,
+                live,
                 render,
                 q,
                 base,

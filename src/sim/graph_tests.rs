@@ -419,11 +419,18 @@ async fn throttling_assignments_and_lookups() {
         (s, body["error"]["code"].as_str()),
         (404, Some("Request_ResourceNotFound"))
     );
-    let mut next = format!("{base}/v1.0/servicePrincipals/{sp}/appRoleAssignedTo");
+    // one per page: the hidden last assignment must not leave an empty page behind, and
+    // every nextLink keeps the `$select`
+    let mut next = format!(
+        "{base}/v1.0/servicePrincipals/{sp}/appRoleAssignedTo?$top=1&$select=principalId,principalType"
+    );
     let mut all = vec![];
     loop {
         let (_, body, _) = get(&next, &tok).await;
-        all.extend(body["value"].as_array().unwrap().iter().cloned());
+        let page = body["value"].as_array().unwrap();
+        assert_eq!(page.len(), 1, "{body}");
+        assert_eq!(page[0].as_object().unwrap().len(), 2, "{body}");
+        all.extend(page.iter().cloned());
         match body["@odata.nextLink"].as_str() {
             Some(n) => next = n.to_string(),
             None => break,

@@ -66,7 +66,7 @@ pub struct ScimFaults {
     pub rate_429: f64,
     /// `Retry-After` seconds on injected 429s.
     pub retry_after_secs: u64,
-    /// Sleep per request (outside any lock).
+    /// Answer each request this long after it arrived (the fake's own work included).
     pub latency_ms: u64,
     /// POST/PUT/PATCH of users with these userNames -> 400 invalidValue (case-insensitive).
     pub fail_user_names: BTreeSet<String>,
