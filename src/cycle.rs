@@ -3,6 +3,7 @@
 //! The whole plan exists before the first SCIM request, so the mass-deactivation brake
 //! sees every deactivation of the cycle, and a failed Graph read never becomes a plan.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use crate::plan::{Plan, PlanOptions, Planner};
 use crate::push::{push, PushContext, PushError};
 use crate::report::{plan_lines, Summary};
 use crate::scim::ScimClient;
-use crate::state::{State, StateError};
+use crate::state::{SnapGroup, State, StateError};
 
 /// Exit codes (SPEC §2).
 pub mod exit {
@@ -163,6 +164,10 @@ async fn cycle(
     if opts.full && !opts.dry_run {
         state.release_escrow()?;
     }
+    // what HERE acknowledged does not change while Graph is read: load it meanwhile
+    let snapshot_side = state
+        .reader()?
+        .map(|reader| tokio::task::spawn_blocking(move || load_snapshot_side(&reader)));
     let read = read_directory(
         &graph,
         state,
@@ -182,8 +187,14 @@ async fn cycle(
     );
     summary.resynced = read.resynced.iter().map(|s| s.to_string()).collect();
     let directory = state.load_directory()?;
-    let snapshot_groups = state.load_snapshot_groups()?;
-    let held = state.held_in_escrow()?;
+    let (snapshot_groups, held) = match snapshot_side {
+        Some(task) => match task.await {
+            Ok(loaded) => loaded?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => load_snapshot_side(state)?, // the runtime is shutting down
+        },
+        None => load_snapshot_side(state)?,
+    };
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "groups, assignments and escrow loaded"
@@ -201,7 +212,8 @@ async fn cycle(
         operations = plan.ops.len(),
         "plan ready"
     );
-    drop((directory, snapshot_groups));
+    // a large directory takes a while to free: another thread does it while the push starts
+    std::thread::spawn(move || drop((directory, snapshot_groups)));
     summary.skipped = plan.skipped.len();
     summary.held = plan.held;
     summary.planned = plan.ops.len();
@@ -241,6 +253,14 @@ async fn cycle(
     } else {
         exit::OK
     })
+}
+
+/// The snapshot's groups and the objects held in escrow: the acknowledged side a plan
+/// starts from besides the users.
+fn load_snapshot_side(
+    state: &State,
+) -> Result<(BTreeMap<String, SnapGroup>, BTreeSet<String>), StateError> {
+    Ok((state.load_snapshot_groups()?, state.held_in_escrow()?))
 }
 
 /// Plans every user: those a key settles straight from the narrow indexes, the others

@@ -230,12 +230,16 @@ pub async fn push(
     if ops.is_empty() {
         return Ok(()); // not even the SCIM ids need loading
     }
-    let (users, groups) = named_ids(&ops, state)?;
-    let refused = AtomicBool::new(false);
-    let bulk = match ctx.bulk {
-        true => ctx.exec.client.bulk_limits().await,
-        false => None,
+    // HERE's ServiceProviderConfig is asked for while the snapshot is read
+    let probe = async {
+        match ctx.bulk {
+            true => ctx.exec.client.bulk_limits().await,
+            false => None,
+        }
     };
+    let (bulk, named) = tokio::join!(probe, async { named_ids(&ops, state) });
+    let (users, groups) = named?;
+    let refused = AtomicBool::new(false);
     let mut rec = Recorder {
         ctx,
         state,

@@ -136,6 +136,24 @@ impl State {
         Ok(state)
     }
 
+    /// A second, read-only connection to this writer's file, for work a cycle can do on
+    /// another thread (what HERE acknowledged does not change while Graph is read). It sees
+    /// what is committed; `None` for an in-memory state, which no second connection reaches.
+    pub fn reader(&self) -> Result<Option<State>> {
+        if self.path == Path::new(":memory:") {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| self.err(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.err(e))?;
+        Ok(Some(State {
+            conn,
+            path: self.path.clone(),
+            _lock: None,
+        }))
+    }
+
     fn configure(&mut self) -> Result<()> {
         let path = self.path.clone();
         let mode: String = self
@@ -267,6 +285,19 @@ mod tests {
         let e = State::open(&p).err().unwrap();
         assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("--full"));
+    }
+
+    #[test]
+    fn a_writers_reader_sees_what_is_committed_and_cannot_write() {
+        assert!(State::open_in_memory().unwrap().reader().unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = State::open(&dir.path().join("state.db")).unwrap();
+        writer.set_setting("k", "1").unwrap();
+        let mut reader = writer.reader().unwrap().unwrap();
+        writer.set_setting("k", "2").unwrap();
+        assert_eq!(reader.setting("k").unwrap().as_deref(), Some("2"));
+        assert!(reader.set_setting("k", "3").is_err(), "read-only");
+        assert_eq!(writer.setting("k").unwrap().as_deref(), Some("2"));
     }
 
     #[test]
