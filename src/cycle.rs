@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use crate::config::{Config, ConfigError};
@@ -15,7 +16,7 @@ use crate::plan::{Plan, PlanOptions, Planner};
 use crate::push::{push, PushContext, PushError};
 use crate::report::{plan_lines, Summary};
 use crate::scim::ScimClient;
-use crate::state::{SnapGroup, State, StateError};
+use crate::state::{KeyBatch, SnapGroup, State, StateError, UserKey};
 
 /// Exit codes (SPEC §2).
 pub mod exit {
@@ -165,9 +166,12 @@ async fn cycle(
         state.release_escrow()?;
     }
     // what HERE acknowledged does not change while Graph is read: load it meanwhile
-    let snapshot_side = state
-        .reader()?
-        .map(|reader| tokio::task::spawn_blocking(move || load_snapshot_side(&reader)));
+    let snapshot_side = state.reader()?.map(|reader| {
+        tokio::task::spawn_blocking(move || {
+            let loaded = load_snapshot_side(&reader);
+            (reader, loaded)
+        })
+    });
     let read = read_directory(
         &graph,
         state,
@@ -186,15 +190,17 @@ async fn cycle(
         "Graph read committed"
     );
     summary.resynced = read.resynced.iter().map(|s| s.to_string()).collect();
-    let directory = state.load_directory()?;
-    let (snapshot_groups, held) = match snapshot_side {
+    let ((snapshot_groups, held), reader) = match snapshot_side {
         Some(task) => match task.await {
-            Ok(loaded) => loaded?,
+            Ok((reader, loaded)) => (loaded?, Some(reader)),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => load_snapshot_side(state)?, // the runtime is shutting down
+            Err(_) => (load_snapshot_side(state)?, None), // the runtime is shutting down
         },
-        None => load_snapshot_side(state)?,
+        None => (load_snapshot_side(state)?, None),
     };
+    // the users' keys are read on the second connection while the directory loads here
+    let keys = KeyScan::start(reader);
+    let directory = state.load_directory()?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "groups, assignments and escrow loaded"
@@ -205,7 +211,7 @@ async fn cycle(
     };
     let mut planner = Planner::new(&directory, &snapshot_groups, &mapping, &held, &options)
         .with_scope_filter(cfg.sync.scope_filter.clone());
-    plan_users(state, &mut planner)?;
+    plan_users(state, keys, &mut planner)?;
     let plan = planner.finish();
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -263,15 +269,57 @@ fn load_snapshot_side(
     Ok((state.load_snapshot_groups()?, state.held_in_escrow()?))
 }
 
+/// Where a plan's user keys come from: a scan running on a second connection, or the
+/// writer's own connection when there is none (an in-memory state).
+pub(crate) enum KeyScan {
+    Background {
+        batches: Receiver<KeyBatch>,
+        scan: std::thread::JoinHandle<Result<usize, StateError>>,
+    },
+    Inline,
+}
+
+/// Key batches a background scan may read ahead of the planner (~128k users, ~20 MB).
+const QUEUED_KEY_BATCHES: usize = 128;
+
+impl KeyScan {
+    /// Starts reading every user's key on another thread; what the read committed is final.
+    fn start(reader: Option<State>) -> KeyScan {
+        let Some(reader) = reader else {
+            return KeyScan::Inline;
+        };
+        let (sender, batches) = std::sync::mpsc::sync_channel(QUEUED_KEY_BATCHES);
+        let scan = std::thread::spawn(move || {
+            // a planner that gave up has dropped the receiver: the rest goes nowhere
+            reader.user_key_batches(|batch| drop(sender.send(batch)))
+        });
+        KeyScan::Background { batches, scan }
+    }
+}
+
 /// Plans every user: those a key settles straight from the narrow indexes, the others
 /// from their whole rows.
-pub(crate) fn plan_users(state: &State, planner: &mut Planner<'_>) -> Result<(), StateError> {
+pub(crate) fn plan_users(
+    state: &State,
+    keys: KeyScan,
+    planner: &mut Planner<'_>,
+) -> Result<(), StateError> {
     let mut unsettled = Vec::new();
-    let total = state.for_each_user_key(|key| {
+    let mut settle = |key: &UserKey<'_>| {
         if !planner.settled(key) {
             unsettled.push(key.id.to_string());
         }
-    })?;
+    };
+    let total = match keys {
+        KeyScan::Inline => state.for_each_user_key(&mut settle)?,
+        KeyScan::Background { batches, scan } => {
+            for batch in batches {
+                batch.keys().for_each(|key| settle(&key));
+            }
+            scan.join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?
+        }
+    };
     tracing::debug!(users = total, unsettled = unsettled.len(), "user keys read");
     state.for_each_user_row_in(&unsettled, total, |row| planner.user_row(row))
 }

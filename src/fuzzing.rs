@@ -88,7 +88,7 @@ fn cycle_plan(
     let snapshot_groups = state.load_snapshot_groups()?;
     let held = BTreeSet::new();
     let mut rows = Planner::new(&directory, &snapshot_groups, mapping, &held, options);
-    crate::cycle::plan_users(state, &mut rows)?;
+    crate::cycle::plan_users(state, crate::cycle::KeyScan::Inline, &mut rows)?;
     let plan = rows.finish();
     let mut full = Planner::new(&directory, &snapshot_groups, mapping, &held, options);
     state.for_each_user(|id, user, pushed| full.user(id, user.as_ref(), pushed.as_ref()))?;

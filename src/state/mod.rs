@@ -7,6 +7,7 @@
 
 mod fingerprint;
 mod history;
+mod key_batch;
 mod mirror;
 mod scan;
 mod schema;
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use fingerprint::fingerprint;
 pub use history::{escrow_delay_secs, FailureRow, HistoryRow, OperationLog, RunRow, SkippedRow};
+pub use key_batch::KeyBatch;
 pub use mirror::{MirrorData, MirrorGroup, MirrorUser, ReadTxn};
 pub use scan::{MirrorKey, PushedKey, UserKey};
 pub use snapshot::{Ack, PushedRow, ScimIds, SnapGroup, SnapUser, Snapshot, UserRow};
