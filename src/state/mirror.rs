@@ -4,7 +4,7 @@
 //! [`ReadTxn`]; the new delta links are written in the same transaction, so a read that
 //! fails half-way leaves mirror and links exactly as they were.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
@@ -288,26 +288,44 @@ impl ReadTxn<'_> {
     /// Replaces the app's assignments (re-listed in full every cycle: Graph has no delta for
     /// them), writing only what changed since the last listing.
     pub fn set_assignments(&self, assignments: &[(String, String)]) -> Result<()> {
-        let fresh: HashMap<&str, &str> = assignments
+        // the listing against the stored rows, both in id order, without copying them
+        let mut fresh: Vec<(&str, &str)> = assignments
             .iter()
             .map(|(id, kind)| (id.as_str(), kind.as_str()))
             .collect();
-        let stored: HashMap<String, String> = text_pairs(self.conn, ASSIGNMENTS)
-            .map_err(|e| self.err(e))?
-            .into_iter()
-            .collect();
-        for (id, kind) in &stored {
-            if fresh.get(id.as_str()) != Some(&kind.as_str()) {
-                self.exec("DELETE FROM assignments WHERE principal_id = ?1", [id])?;
+        fresh.sort_unstable();
+        fresh.dedup_by_key(|(id, _)| *id);
+        let (mut stale, mut stored, mut at) = (Vec::new(), vec![false; fresh.len()], 0);
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT principal_id, principal_type FROM assignments ORDER BY principal_id",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
+                let id = text(0).map_err(|e| self.err(e))?;
+                let kind = text(1).map_err(|e| self.err(e))?;
+                while at < fresh.len() && fresh[at].0 < id {
+                    at += 1;
+                }
+                match fresh.get(at) {
+                    Some(&f) if f == (id, kind) => stored[at] = true,
+                    _ => stale.push(id.to_string()),
+                }
             }
         }
-        for (id, kind) in fresh {
-            if stored.get(id).map(String::as_str) != Some(kind) {
-                self.exec(
-                    "INSERT OR REPLACE INTO assignments (principal_id, principal_type) VALUES (?1, ?2)",
-                    params![id, kind],
-                )?;
-            }
+        for id in &stale {
+            self.exec("DELETE FROM assignments WHERE principal_id = ?1", [id])?;
+        }
+        let added = fresh.iter().zip(&stored).filter(|(_, stored)| !**stored);
+        for ((id, kind), _) in added {
+            self.exec(
+                "INSERT OR REPLACE INTO assignments (principal_id, principal_type) VALUES (?1, ?2)",
+                params![id, kind],
+            )?;
         }
         Ok(())
     }
@@ -446,12 +464,19 @@ mod tests {
             .unwrap();
         tx.commit().unwrap();
         let tx = s.begin_read().unwrap();
-        tx.set_assignments(&listing(&[("u1", "User"), ("x", "Group"), ("u2", "User")]))
-            .unwrap();
+        // in no order, one principal listed twice (two app roles), one new before all
+        let next = [
+            ("x", "Group"),
+            ("u2", "User"),
+            ("u1", "User"),
+            ("u2", "User"),
+            ("a0", "User"),
+        ];
+        tx.set_assignments(&listing(&next)).unwrap();
         tx.commit().unwrap();
         let m = s.load_directory().unwrap();
         let set = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect::<BTreeSet<_>>();
-        assert_eq!(m.assigned_users, set(&["u1", "u2"]));
+        assert_eq!(m.assigned_users, set(&["a0", "u1", "u2"]));
         assert_eq!(m.assigned_groups, set(&["x"]));
     }
 }
