@@ -116,23 +116,30 @@ impl State {
                 },
             );
         }
+        // the table is keyed (group, member): each group's members come together, in order
         let mut stmt = self
             .conn
-            .prepare("SELECT group_id, member_id, member_type FROM mirror_members")
+            .prepare(
+                "SELECT group_id, member_id, member_type FROM mirror_members
+                 ORDER BY group_id, member_id",
+            )
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
+        let mut members = GroupMembers::default();
         while let Some(r) = rows.next().map_err(err)? {
-            let gid: String = r.get(0).map_err(err)?;
-            let mid: String = r.get(1).map_err(err)?;
-            let kind: String = r.get(2).map_err(err)?;
-            if let Some(g) = data.groups.get_mut(&gid) {
-                match kind.as_str() {
-                    "user" => g.user_members.insert(mid),
-                    "group" => g.group_members.insert(mid),
-                    _ => false,
-                };
+            let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
+            let (gid, mid, kind) = (text(0)?, text(1)?, text(2)?);
+            if members.group != gid {
+                members.flush(&mut data.groups);
+                members.group = gid.to_string();
+            }
+            match kind {
+                "user" => members.users.push(mid.to_string()),
+                "group" => members.groups.push(mid.to_string()),
+                _ => {}
             }
         }
+        members.flush(&mut data.groups);
         for (id, kind) in text_pairs(&self.conn, ASSIGNMENTS).map_err(err)? {
             match kind.as_str() {
                 "User" => data.assigned_users.insert(id),
@@ -141,6 +148,28 @@ impl State {
             };
         }
         Ok(data)
+    }
+}
+
+/// One group's members as they are read, handed to the group when the next one begins.
+#[derive(Default)]
+struct GroupMembers {
+    group: String,
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl GroupMembers {
+    fn flush(&mut self, groups: &mut BTreeMap<String, MirrorGroup>) {
+        let (users, nested) = (
+            std::mem::take(&mut self.users),
+            std::mem::take(&mut self.groups),
+        );
+        if let Some(g) = groups.get_mut(&self.group) {
+            // in id order already: each set is built at once, without a search per member
+            g.user_members.append(&mut users.into_iter().collect());
+            g.group_members.append(&mut nested.into_iter().collect());
+        }
     }
 }
 
