@@ -230,15 +230,20 @@ pub async fn push(
     if ops.is_empty() {
         return Ok(()); // not even the SCIM ids need loading
     }
-    // HERE's ServiceProviderConfig is asked for while the snapshot is read
-    let probe = async {
-        match ctx.bulk {
-            true => ctx.exec.client.bulk_limits().await,
-            false => None,
-        }
+    // HERE's ServiceProviderConfig is asked for (on the runtime's threads) while the
+    // snapshot is read here
+    let probe = ctx.bulk.then(|| {
+        let client = ctx.exec.client.clone();
+        tokio::spawn(async move { client.bulk_limits().await })
+    });
+    let (users, groups) = named_ids(&ops, state)?;
+    let bulk = match probe {
+        Some(probe) => probe.await.unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None, // the runtime is shutting down: single requests
+        }),
+        None => None,
     };
-    let (bulk, named) = tokio::join!(probe, async { named_ids(&ops, state) });
-    let (users, groups) = named?;
     let refused = AtomicBool::new(false);
     let mut rec = Recorder {
         ctx,
