@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::scan::text;
 use super::{classify, fingerprint, now, Result, State};
 
 /// A user as mirrored (merged delta patches).
@@ -127,8 +128,8 @@ impl State {
         let mut rows = stmt.query([]).map_err(err)?;
         let mut members = GroupMembers::default();
         while let Some(r) = rows.next().map_err(err)? {
-            let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
-            let (gid, mid, kind) = (text(0)?, text(1)?, text(2)?);
+            let column = |i| text(r, i).map_err(err);
+            let (gid, mid, kind) = (column(0)?, column(1)?, column(2)?);
             if members.group != gid {
                 members.flush(&mut data.groups);
                 members.group = gid.to_string();
@@ -334,9 +335,8 @@ impl ReadTxn<'_> {
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
             while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-                let text = |i| row.get_ref(i).and_then(|v| Ok(v.as_str()?));
-                let id = text(0).map_err(|e| self.err(e))?;
-                let kind = text(1).map_err(|e| self.err(e))?;
+                let id = text(row, 0).map_err(|e| self.err(e))?;
+                let kind = text(row, 1).map_err(|e| self.err(e))?;
                 while at < fresh.len() && fresh[at].0 < id {
                     at += 1;
                 }
